@@ -1,0 +1,48 @@
+# livesite: `make help` lists the targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+WORKERS ?= 2
+BASE_PORT ?= 8101
+REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run run-cluster test lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed ## Create the virtualenv and install everything
+
+run: venv ## Set up and serve the demo on the embedded default (SQLite, in-memory layer) at http://127.0.0.1:$(PORT)
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) livesite.asgi:application
+
+run-cluster: venv ## Serve WORKERS Daphne workers on Redis behind one address (127.0.0.1:$(PORT))
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	REDIS_URL=$(REDIS_URL) $(BIN)/python -m livesite.cluster --workers $(WORKERS) --port $(PORT)
+
+test: venv ## Set up and run the whole test suite (lint included)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+	$(BIN)/pytest
+
+lint: venv ## ruff format + lint, fixing what it can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv ## The first benchmark: 1,000 connections on 2 workers (see docs/benchmarks.md for more)
+	$(BIN)/python -m bench.fanout --workers 2 --connections 1000
+
+clean: ## Remove the virtualenv and the local database
+	rm -rf $(VENV) db.sqlite3 staticfiles

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LikesConfig(AppConfig):
+    name = "likes"
+    verbose_name = "Live videos, likes and comments"

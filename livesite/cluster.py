@@ -1,0 +1,78 @@
+"""`make run-cluster`: N Daphne workers on Redis sharing one listening socket (one address), for demos.
+
+Production runs each worker under its own supervisor (systemd, supervisord) with the same `--fd` trick or
+separate ports behind a proxy; this is the same shape in one foreground command. Ctrl-C stops them all.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import redis
+
+
+def _ensure_redis(url: str) -> subprocess.Popen | None:
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+        return None
+    except redis.ConnectionError:
+        pass
+    port = client.connection_pool.connection_kwargs.get("port", 6379)
+    print(f"starting redis-server on port {port}")  # noqa: T201
+    process = subprocess.Popen(  # noqa: S603
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(50):
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"redis-server did not start on port {port}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise SystemExit("REDIS_URL must be set: several workers share events through Redis")
+    redis_process = _ensure_redis(url)
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((args.host, args.port))
+    listener.listen(4096)
+    listener.set_inheritable(True)
+    fd = listener.fileno()
+    daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
+    workers = [
+        subprocess.Popen([daphne, "--fd", str(fd), "livesite.asgi:application"], pass_fds=[fd])  # noqa: S603
+        for _ in range(args.workers)
+    ]
+    print(f"{args.workers} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)")  # noqa: T201
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while all(process.poll() is None for process in workers):
+            time.sleep(1)
+        print("a worker exited; stopping the others")  # noqa: T201
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in [*workers, *([redis_process] if redis_process else [])]:
+            process.terminate()
+        for process in workers:
+            process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

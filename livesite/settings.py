@@ -1,0 +1,202 @@
+"""Django settings for livesite: the only module that reads environment variables."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+DEBUG = _env_bool("DEBUG", False)
+# The embedded default is meant to run out of the box; production sets SECRET_KEY (a system check warns).
+SECRET_KEY = os.environ.get("SECRET_KEY", "livesite-insecure-development-key-change-me")
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "realtime",
+    "likes",
+    "presence",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "livesite.urls"
+ASGI_APPLICATION = "livesite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several Daphne threads write at once (likes); wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Without collectstatic (tests, `make run`), WhiteNoise serves straight from the finders.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+if not (STATIC_ROOT / "staticfiles.json").exists():
+    STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+REALTIME_CHANNEL_CAPACITY = _env_int("REALTIME_CHANNEL_CAPACITY", 100_000)
+REALTIME_LEASE_SECS = _env_float("REALTIME_LEASE_SECS", 60)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 raises instead of waiting past its pool size (FIELD-NOTES): size it deliberately.
+                "hosts": [{"address": REDIS_URL, "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000)}],
+                # The core layer's defaults (100 messages, day-long groups) silently drop and leak: the
+                # worker channel carries every event for the process, and groups are leases.
+                "capacity": REALTIME_CHANNEL_CAPACITY,
+                "expiry": 60,
+                "group_expiry": max(1, int(REALTIME_LEASE_SECS)),
+                "prefix": "livesite",
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {
+                "capacity": REALTIME_CHANNEL_CAPACITY,
+                "expiry": 60,
+                "group_expiry": max(1, int(REALTIME_LEASE_SECS)),
+            },
+        }
+    }
+
+REALTIME = {
+    "KEEPALIVE_SECS": _env_float("REALTIME_KEEPALIVE_SECS", 15),
+    "LEASE_SECS": REALTIME_LEASE_SECS,
+    "MAX_TOPICS_PER_CONNECTION": _env_int("REALTIME_MAX_TOPICS_PER_CONNECTION", 128),
+    "MAX_PENDING_FRAMES": _env_int("REALTIME_MAX_PENDING_FRAMES", 1000),
+    "RETRY_MS": _env_int("REALTIME_RETRY_MS", 2000),
+    "RPC_TIMEOUT_SECS": _env_float("REALTIME_RPC_TIMEOUT_SECS", 3),
+    "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
+    "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
+    "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
+}
+
+PRESENCE = {
+    "HEARTBEAT_SECS": REALTIME["HEARTBEAT_SECS"],
+    "OFFLINE_AFTER_SECS": _env_float("PRESENCE_OFFLINE_AFTER_SECS", 60),
+    "REDIS_URL": REDIS_URL,
+}
+
+LIKES = {
+    "COALESCE_MS": _env_int("LIKES_COALESCE_MS", 250),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "livesite.errors.json_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "livesite API",
+    "DESCRIPTION": "Live videos, likes, comments, presence and the real-time publish/subscribe API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

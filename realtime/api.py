@@ -1,0 +1,80 @@
+"""POST /api/publish: the generic, authenticated way for other services to publish events."""
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime.events import MAX_TYPE_LENGTH, InvalidEvent, check_type
+from realtime.publish import publish_many
+from realtime.topics import MAX_TOPIC_LENGTH, InvalidTopic, check_topic
+
+MAX_BATCH = 500
+
+
+class CanPublish(permissions.BasePermission):
+    """Members with the `realtime.publish_event` permission (staff get it by default through superuser)."""
+
+    message = "publishing needs the 'realtime.publish_event' permission"
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("realtime.publish_event"))
+
+
+class EventSerializer(serializers.Serializer):
+    topic = serializers.CharField(max_length=MAX_TOPIC_LENGTH)
+    type = serializers.CharField(max_length=MAX_TYPE_LENGTH)
+    data = serializers.JSONField()
+
+    def validate_topic(self, value: str) -> str:
+        try:
+            return check_topic(value)
+        except InvalidTopic as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_type(self, value: str) -> str:
+        try:
+            return check_type(value)
+        except InvalidEvent as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class BatchSerializer(serializers.Serializer):
+    events = EventSerializer(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+
+class PublishedSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.CharField())
+
+
+class PublishView(APIView):
+    permission_classes = [CanPublish]
+
+    @extend_schema(
+        request=EventSerializer,
+        responses={202: PublishedSerializer},
+        summary="Publish one event, or a batch as {'events': [...]}",
+        examples=[
+            OpenApiExample("one", value={"topic": "video.1.likes", "type": "like.created", "data": {"count": 3}}),
+            OpenApiExample(
+                "batch", value={"events": [{"topic": "news.flash", "type": "news.posted", "data": {"id": 1}}]}
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        if isinstance(request.data, dict) and "events" in request.data:
+            serializer = BatchSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            items = serializer.validated_data["events"]
+        else:
+            serializer = EventSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            items = [serializer.validated_data]
+        try:
+            events = publish_many((item["topic"], item["type"], item["data"]) for item in items)
+        except InvalidEvent as exc:
+            raise ValidationError({"data": [str(exc)]}) from None
+        return Response({"ids": [event.id for event in events]}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,31 @@
+"""The REALTIME settings dict, its defaults, and a lazy accessor."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # A comment line every KEEPALIVE_SECS: Daphne pings only WebSockets, so a dead SSE client is found
+    # only when a write fails.
+    "KEEPALIVE_SECS": 15.0,
+    # A worker's topic registration (a channel-layer group membership) lives this long unless refreshed;
+    # refreshed every third of it. Bounds how long a SIGKILLed worker still receives events.
+    "LEASE_SECS": 60.0,
+    "MAX_TOPICS_PER_CONNECTION": 128,
+    # Frames held for one connection while its socket does not drain; past this the stream is closed
+    # with a `reset` frame so the client reconnects and refetches.
+    "MAX_PENDING_FRAMES": 1000,
+    "RETRY_MS": 2000,
+    # How long a subscription request waits for the worker that holds the connection.
+    "RPC_TIMEOUT_SECS": 3.0,
+    "DATA_CENTER": "dc1",
+    # Dotted path to `async def handler(member_ids: list[int]) -> None`, called with the members that hold
+    # a stream on this worker when one opens and every HEARTBEAT_SECS; None disables it.
+    "MEMBER_HEARTBEAT_HANDLER": None,
+    "HEARTBEAT_SECS": 30.0,
+}
+
+
+def get(name: str) -> Any:
+    """Return REALTIME[name] from settings, falling back to the default."""
+    return getattr(settings, "REALTIME", {}).get(name, DEFAULTS[name])

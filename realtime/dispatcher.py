@@ -1,0 +1,69 @@
+"""Level 1 of the fan-out: topic -> the workers hosting its subscribers, kept in the channel layer.
+
+The only module that talks to the channel layer. Each topic is a channel-layer group whose members are
+WORKER channels (one per process, never one per connection), so a publish costs one message per worker
+that hosts subscribers, and none to the others. Memberships are leases: the layer's `group_expiry` is
+set to REALTIME LEASE_SECS and each worker re-adds its topics every third of it, so a worker that dies
+without cleaning up (SIGKILL) drops out of every group within one lease.
+"""
+
+import logging
+from typing import Any
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+WORKER_CHANNEL_PREFIX = "realtime.worker"
+EVENT = "rt.event"
+RPC = "rt.rpc"
+REPLY = "rt.reply"
+
+
+class Dispatcher:
+    """Registration and delivery over one channel layer. Async; safe to share within an event loop."""
+
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.stats = {"published": 0, "registrations": 0, "deregistrations": 0}
+
+    async def anew_worker_channel(self) -> str:
+        return await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
+
+    async def aregister(self, topic: str, worker_channel: str) -> None:
+        """Add (or refresh the lease of) `worker_channel` as a host of `topic`."""
+        await self.layer.group_add(topic, worker_channel)
+        self.stats["registrations"] += 1
+
+    async def aderegister(self, topic: str, worker_channel: str) -> None:
+        await self.layer.group_discard(topic, worker_channel)
+        self.stats["deregistrations"] += 1
+
+    async def asend_event(self, topic: str, frame: bytes) -> None:
+        """Send one encoded event to every worker hosting `topic`: one channel-layer message per worker."""
+        await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frame": frame})
+        self.stats["published"] += 1
+
+    async def asend(self, worker_channel: str, message: dict[str, Any]) -> None:
+        await self.layer.send(worker_channel, message)
+
+    async def areceive(self, worker_channel: str) -> dict[str, Any]:
+        return await self.layer.receive(worker_channel)
+
+
+_dispatcher: Dispatcher | None = None
+
+
+def get_dispatcher() -> Dispatcher:
+    """The process's dispatcher over the default channel layer."""
+    global _dispatcher
+    layer = get_channel_layer()
+    if _dispatcher is None or _dispatcher.layer is not layer:
+        if layer is None:
+            raise RuntimeError("CHANNEL_LAYERS has no 'default' layer: the realtime platform needs one")
+        _dispatcher = Dispatcher(layer)
+    return _dispatcher
+
+
+def is_worker_channel(name: str) -> bool:
+    return name.startswith(WORKER_CHANNEL_PREFIX + ".") and "!" in name

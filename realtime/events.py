@@ -1,0 +1,92 @@
+"""Events: their type names, unique increasing ids, and their one-time encoding to an SSE frame. Pure."""
+
+import json
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime import sse
+
+MAX_TYPE_LENGTH = 64
+_TYPE_RE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be published; the message says why."""
+
+
+def check_type(event_type: object) -> str:
+    """Return `event_type` if it is a dotted lower-case name such as `like.created`, else raise."""
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEvent("an event type must be a non-empty string such as 'like.created'")
+    if len(event_type) > MAX_TYPE_LENGTH or not _TYPE_RE.fullmatch(event_type):
+        raise InvalidEvent(
+            f"event type {event_type[:70]!r} is not dotted lower-case words of at most {MAX_TYPE_LENGTH} characters"
+        )
+    return event_type
+
+
+class IdClock:
+    """Event ids `<microseconds>-<node>`: unique across processes and data centres, increasing per process.
+
+    A hybrid clock: never behind the wall clock, never repeats or goes back in this process, so events that
+    one process publishes on a topic carry increasing ids; events from different processes are ordered by
+    their publish time to the microsecond.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next_id(self, now: float) -> str:
+        micros = int(now * 1_000_000)
+        with self._lock:
+            self._last = max(self._last + 1, micros)
+            return f"{self._last}-{self.node}"
+
+
+def new_node_name(data_center: str) -> str:
+    """A name for this process that no other process, here or in another data centre, shares."""
+    return f"{data_center}.{os.getpid():x}{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    topic: str
+    type: str
+    data: Any
+    published_at: float
+    origin: str = ""
+    frame: bytes = field(default=b"", compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "type": self.type,
+            "data": self.data,
+            "published_at": self.published_at,
+        }
+
+
+def encode_frame(event_id: str, topic: str, event_type: str, data: Any, published_at: float) -> bytes:
+    """The SSE frame for an event, built once and shared by every connection that receives it.
+
+    json.dumps escapes every control character, so the data line can hold no CR or LF: a payload
+    cannot end the frame or inject fields.
+    """
+    try:
+        payload = json.dumps(
+            {"id": event_id, "topic": topic, "type": event_type, "data": data, "published_at": published_at},
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from exc
+    return sse.frame(payload, event=event_type, id=event_id)

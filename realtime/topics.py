@@ -1,0 +1,55 @@
+"""Topic names: how they are built, validated, and who may read them. Pure."""
+
+import re
+
+MAX_TOPIC_LENGTH = 100
+# Channels' group-name alphabet, lower-cased, dotted: a topic is used as a channel-layer group name as is.
+_TOPIC_RE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_MEMBER_PRIVATE_RE = re.compile(r"^member\.([0-9]+)\.")
+
+
+class InvalidTopic(ValueError):
+    """A topic name that breaks the naming rules; the message says which rule."""
+
+
+def check_topic(topic: object) -> str:
+    """Return `topic` if it is a valid topic name, else raise InvalidTopic saying why."""
+    if not isinstance(topic, str):
+        raise InvalidTopic(f"a topic must be a string, not {type(topic).__name__}")
+    if not topic:
+        raise InvalidTopic("a topic must not be empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"topic {topic[:20]!r}... is longer than {MAX_TOPIC_LENGTH} characters")
+    if not _TOPIC_RE.fullmatch(topic):
+        raise InvalidTopic(
+            f"topic {topic!r} is not dotted lower-case words (letters a-z, digits, '-', '_' separated by '.')"
+        )
+    return topic
+
+
+def can_read(topic: str, member_id: int | None) -> bool:
+    """Whether a stream owned by `member_id` (None: anonymous) may subscribe to a valid `topic`."""
+    match = _MEMBER_PRIVATE_RE.match(topic)
+    if match is None:
+        return True
+    return member_id is not None and int(match.group(1)) == member_id
+
+
+def video_likes(video_id: int) -> str:
+    return f"video.{int(video_id)}.likes"
+
+
+def video_comments(video_id: int) -> str:
+    return f"video.{int(video_id)}.comments"
+
+
+def video_viewers(video_id: int) -> str:
+    return f"video.{int(video_id)}.viewers"
+
+
+def presence_member(member_id: int) -> str:
+    return f"presence.member.{int(member_id)}"
+
+
+def member_private(member_id: int, name: str) -> str:
+    return check_topic(f"member.{int(member_id)}.{name}")
