@@ -159,6 +159,7 @@ REALTIME = {
     "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
     "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
+    "BACKGROUND_TASKS": [],
 }
 
 PRESENCE = {

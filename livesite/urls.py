@@ -9,6 +9,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("realtime/", include("realtime.urls")),
     path("api/publish", PublishView.as_view(), name="api-publish"),
+    path("api/", include("likes.urls")),
+    path("api/", include("presence.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -2,16 +2,23 @@
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import permissions, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from realtime.dispatcher import DispatchUnavailable
 from realtime.events import MAX_TYPE_LENGTH, InvalidEvent, check_type
 from realtime.publish import publish_many
 from realtime.topics import MAX_TOPIC_LENGTH, InvalidTopic, check_topic
 
 MAX_BATCH = 500
+
+
+class PublishUnavailable(APIException):
+    status_code = 503
+    default_code = "dispatch_unavailable"
+    default_detail = "the real-time dispatcher is unreachable; retry shortly (events not listed as sent were not sent)"
 
 
 class CanPublish(permissions.BasePermission):
@@ -77,4 +84,6 @@ class PublishView(APIView):
             events = publish_many((item["topic"], item["type"], item["data"]) for item in items)
         except InvalidEvent as exc:
             raise ValidationError({"data": [str(exc)]}) from None
+        except DispatchUnavailable:
+            raise PublishUnavailable from None
         return Response({"ids": [event.id for event in events]}, status=status.HTTP_202_ACCEPTED)

@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # a stream on this worker when one opens and every HEARTBEAT_SECS; None disables it.
     "MEMBER_HEARTBEAT_HANDLER": None,
     "HEARTBEAT_SECS": 30.0,
+    # Dotted paths to `async def job() -> None` loops each worker runs for its lifetime (restarted with a
+    # back-off if they return or fail), e.g. the presence sweeper.
+    "BACKGROUND_TASKS": [],
 }
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,10 @@ WORKER_CHANNEL_PREFIX = "realtime.worker"
 EVENT = "rt.event"
 RPC = "rt.rpc"
 REPLY = "rt.reply"
+
+
+class DispatchUnavailable(Exception):
+    """The channel layer (Redis) could not be reached: nothing was sent."""
 
 
 class Dispatcher:
@@ -41,7 +46,10 @@ class Dispatcher:
 
     async def asend_event(self, topic: str, frame: bytes) -> None:
         """Send one encoded event to every worker hosting `topic`: one channel-layer message per worker."""
-        await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frame": frame})
+        try:
+            await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frame": frame})
+        except (RedisError, OSError) as exc:
+            raise DispatchUnavailable(f"the channel layer is unreachable: {exc}") from exc
         self.stats["published"] += 1
 
     async def asend(self, worker_channel: str, message: dict[str, Any]) -> None:

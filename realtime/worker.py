@@ -50,6 +50,7 @@ class Worker:
         rpc_timeout_secs: float = 3.0,
         heartbeat_secs: float = 30.0,
         heartbeat_handler: Callable[[list[int]], Awaitable[None]] | None = None,
+        background_tasks: Iterable[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.dispatcher = dispatcher
         self.hub = Hub()
@@ -59,6 +60,7 @@ class Worker:
         self.rpc_timeout_secs = rpc_timeout_secs
         self.heartbeat_secs = heartbeat_secs
         self.heartbeat_handler = heartbeat_handler
+        self.background_tasks = list(background_tasks)
         self.channel = ""
         self.registered: set[str] = set()
         self._topic_locks: dict[str, list[Any]] = {}  # topic -> [lock, users]
@@ -83,6 +85,8 @@ class Worker:
             self._tasks.append(
                 asyncio.create_task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat")
             )
+        for job in self.background_tasks:
+            self._tasks.append(asyncio.create_task(self._forever(job), name=f"realtime-{job.__name__}"))
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self) -> None:
@@ -274,6 +278,17 @@ class Worker:
             except Exception:
                 logger.exception("realtime background job %s failed", getattr(job, "__name__", job))
 
+    async def _forever(self, job: Callable[[], Awaitable[None]]) -> None:
+        # A plug-in loop (e.g. the presence sweeper) that returns or fails is restarted after a back-off.
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("realtime background task %s failed", job.__name__)
+            await asyncio.sleep(_ERROR_BACKOFF_SECS)
+
     async def _keepalive(self) -> None:
         await self.hub.write_all(sse.comment())
 
@@ -329,6 +344,7 @@ async def aget_worker() -> Worker:
                 rpc_timeout_secs=conf.get("RPC_TIMEOUT_SECS"),
                 heartbeat_secs=conf.get("HEARTBEAT_SECS"),
                 heartbeat_handler=import_string(handler_path) if handler_path else None,
+                background_tasks=[import_string(path) for path in conf.get("BACKGROUND_TASKS")],
             )
             await worker.astart()
             _worker = worker
