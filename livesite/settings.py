@@ -25,6 +25,12 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _peers(value: str, self_name: str) -> dict[str, str]:
+    from realtime.peers import parse_peers  # Imported here: pure module, no Django needed.
+
+    return parse_peers(value, self_name=self_name)
+
+
 DEBUG = _env_bool("DEBUG", False)
 # The embedded default is meant to run out of the box; production sets SECRET_KEY (a system check warns).
 SECRET_KEY = os.environ.get("SECRET_KEY", "livesite-insecure-development-key-change-me")
@@ -160,6 +166,11 @@ REALTIME = {
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
     "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
     "BACKGROUND_TASKS": [],
+    "PEERS": _peers(os.environ.get("REALTIME_PEERS", ""), os.environ.get("DATA_CENTER", "dc1")),
+    "PEER_SECRET": os.environ.get("REALTIME_PEER_SECRET", ""),
+    "PEER_QUEUE_CAPACITY": _env_int("REALTIME_PEER_QUEUE_CAPACITY", 10_000),
+    "PEER_TIMEOUT_SECS": _env_float("REALTIME_PEER_TIMEOUT_SECS", 5),
+    "REDIS_URL": REDIS_URL,
 }
 
 PRESENCE = {

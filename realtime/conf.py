@@ -26,6 +26,13 @@ DEFAULTS: dict[str, Any] = {
     # Dotted paths to `async def job() -> None` loops each worker runs for its lifetime (restarted with a
     # back-off if they return or fail), e.g. the presence sweeper.
     "BACKGROUND_TASKS": [],
+    # Cross-data-centre dispatch: {"dc2": "http://host:port", ...}; empty disables forwarding.
+    "PEERS": {},
+    "PEER_SECRET": "",
+    "PEER_QUEUE_CAPACITY": 10_000,
+    "PEER_TIMEOUT_SECS": 5.0,
+    # Where a data centre's workers remember delivered peer event ids; empty: in this process.
+    "REDIS_URL": "",
 }
 
 

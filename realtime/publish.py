@@ -1,5 +1,6 @@
 """publish()/apublish(): the only way into the fan-out from Python."""
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -9,9 +10,12 @@ from asgiref.sync import async_to_sync
 from realtime import conf
 from realtime.dispatcher import get_dispatcher
 from realtime.events import Event, IdClock, check_type, encode_frame, new_node_name
+from realtime.peers import Forwarder, MemorySeen, PeerEvent, RedisSeen
 from realtime.topics import check_topic
 
 _clock: IdClock | None = None
+_forwarder: Forwarder | None = None
+_seen: MemorySeen | RedisSeen | None = None
 
 
 def id_clock() -> IdClock:
@@ -32,23 +36,73 @@ def build_event(topic: str, event_type: str, data: Any, *, now: float | None = N
     return Event(event_id, topic, event_type, data, published_at, id_clock().node, frame)
 
 
-async def apublish(topic: str, event_type: str, data: Any, *, now: float | None = None) -> Event:
-    """Async: send an event to every subscriber of `topic` on every worker; returns it (with its id).
+def forwarder() -> Forwarder | None:
+    """This event loop's forwarder to the peer data centres, or None when there are none."""
+    global _forwarder
+    peers = conf.get("PEERS")
+    if not peers:
+        return None
+    loop = asyncio.get_running_loop()
+    if _forwarder is None or _forwarder.loop not in (None, loop):
+        _forwarder = Forwarder(
+            peers,
+            sender=conf.get("DATA_CENTER"),
+            secret=conf.get("PEER_SECRET"),
+            capacity=conf.get("PEER_QUEUE_CAPACITY"),
+            timeout_secs=conf.get("PEER_TIMEOUT_SECS"),
+        )
+    return _forwarder
 
-    Call it after the data it announces is committed (services use transaction.on_commit).
+
+async def _dispatch(events: list[Event]) -> None:
+    dispatcher = get_dispatcher()
+    links = forwarder()
+    for event in events:
+        await dispatcher.asend_event(event.topic, event.frame)
+        if links is not None:
+            links.forward(event)
+
+
+async def apublish(topic: str, event_type: str, data: Any, *, now: float | None = None) -> Event:
+    """Async: send an event to every subscriber of `topic` on every worker, and to every peer data centre.
+
+    Returns the event (with its id). Call it after the data it announces is committed (services use
+    transaction.on_commit). Raises InvalidTopic/InvalidEvent on bad input, DispatchUnavailable without Redis.
     """
     event = build_event(topic, event_type, data, now=now)
-    await get_dispatcher().asend_event(event.topic, event.frame)
+    await _dispatch([event])
     return event
 
 
 async def apublish_many(items: Iterable[tuple[str, str, Any]]) -> list[Event]:
     """Async: validate every (topic, type, data) first, then publish them in order; all or nothing on bad input."""
     events = [build_event(topic, event_type, data) for topic, event_type, data in items]
-    dispatcher = get_dispatcher()
-    for event in events:
-        await dispatcher.asend_event(event.topic, event.frame)
+    await _dispatch(events)
     return events
+
+
+def _seen_ids() -> MemorySeen | RedisSeen:
+    global _seen
+    if _seen is None:
+        url = conf.get("REDIS_URL")
+        _seen = RedisSeen(url) if url else MemorySeen()
+    return _seen
+
+
+async def adeliver_from_peer(events: list[PeerEvent], *, now: float | None = None) -> int:
+    """Async: deliver events forwarded by a peer data centre to local subscribers only, each id once.
+
+    Never forwards them again: that is what keeps the full mesh free of loops. Returns how many were new.
+    """
+    fresh = await _seen_ids().afirst_time([event.id for event in events], time.time() if now is None else now)
+    dispatcher = get_dispatcher()
+    delivered = 0
+    for event, is_new in zip(events, fresh, strict=True):
+        if is_new:
+            frame = encode_frame(event.id, event.topic, event.type, event.data, event.published_at)
+            await dispatcher.asend_event(event.topic, frame)
+            delivered += 1
+    return delivered
 
 
 def publish(topic: str, event_type: str, data: Any) -> Event:

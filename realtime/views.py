@@ -1,6 +1,7 @@
 """HTTP subscription endpoint: POST subscribes, DELETE unsubscribes a live connection, on any worker."""
 
 import json
+import time
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -8,7 +9,9 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from livesite.errors import error_response
-from realtime import auth, conf
+from realtime import auth, conf, peers
+from realtime.dispatcher import DispatchUnavailable
+from realtime.publish import adeliver_from_peer, forwarder
 from realtime.topics import InvalidTopic, check_topic
 from realtime.worker import SUBSCRIBE, UNSUBSCRIBE, SubscriptionError, aget_worker
 
@@ -87,4 +90,33 @@ async def stats(request: HttpRequest) -> JsonResponse:
     if member_id is None or not await auth.ais_staff(member_id):
         return error_response(403, "staff_only", "worker statistics are for staff members")
     worker = await aget_worker()
-    return JsonResponse(worker.snapshot())
+    links = forwarder()
+    return JsonResponse({**worker.snapshot(), "peers": links.snapshot() if links else {}})
+
+
+@csrf_exempt
+async def peer_events(request: HttpRequest) -> JsonResponse:
+    """Events forwarded by a peer data centre: verified, de-duplicated, delivered here, never forwarded."""
+    if request.method != "POST":
+        return error_response(405, "method_not_allowed", "peers POST their events")
+    if len(request.body) > peers.MAX_BATCH * 64 * 1024:
+        return error_response(413, "too_large", "the batch is too large")
+    try:
+        sender = peers.verify(
+            request.headers,
+            request.body,
+            secret=conf.get("PEER_SECRET"),
+            known=set(conf.get("PEERS")),
+            now=time.time(),
+        )
+    except peers.InvalidPeerRequest as exc:
+        return error_response(403, "peer_rejected", str(exc))
+    try:
+        events = peers.parse_wire(request.body)
+    except ValueError as exc:
+        return error_response(400, "invalid", str(exc))
+    try:
+        delivered = await adeliver_from_peer(events)
+    except DispatchUnavailable as exc:
+        return error_response(503, "dispatch_unavailable", str(exc))
+    return JsonResponse({"from": sender, "received": len(events), "delivered": delivered})
