@@ -166,6 +166,9 @@ REALTIME = {
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
     "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
     "BACKGROUND_TASKS": [],
+    # A live video's viewer count: the streams subscribed to its likes.
+    "CENSUS_TOPICS": r"video\.[0-9]+\.likes",
+    "CENSUS_SECS": _env_float("REALTIME_CENSUS_SECS", 5),
     "PEERS": _peers(os.environ.get("REALTIME_PEERS", ""), os.environ.get("DATA_CENTER", "dc1")),
     "PEER_SECRET": os.environ.get("REALTIME_PEER_SECRET", ""),
     "PEER_QUEUE_CAPACITY": _env_int("REALTIME_PEER_QUEUE_CAPACITY", 10_000),

@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
     # Dotted paths to `async def job() -> None` loops each worker runs for its lifetime (restarted with a
     # back-off if they return or fail), e.g. the presence sweeper.
     "BACKGROUND_TASKS": [],
+    # Topics whose live subscriber count is summed over all workers every CENSUS_SECS and announced as
+    # `census.changed` on `census.<topic>` (a regular expression; empty disables the census).
+    "CENSUS_TOPICS": "",
+    "CENSUS_SECS": 5.0,
     # Cross-data-centre dispatch: {"dc2": "http://host:port", ...}; empty disables forwarding.
     "PEERS": {},
     "PEER_SECRET": "",

@@ -18,9 +18,11 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from realtime import conf, sse
+from realtime.census import CENSUS_PREFIX, Census, get_store
 from realtime.dispatcher import EVENT, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
-from realtime.topics import can_read
+from realtime.publish import apublish
+from realtime.topics import MAX_TOPIC_LENGTH, can_read
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Worker:
         heartbeat_secs: float = 30.0,
         heartbeat_handler: Callable[[list[int]], Awaitable[None]] | None = None,
         background_tasks: Iterable[Callable[[], Awaitable[None]]] = (),
+        census: Census | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.hub = Hub()
@@ -61,6 +64,7 @@ class Worker:
         self.heartbeat_secs = heartbeat_secs
         self.heartbeat_handler = heartbeat_handler
         self.background_tasks = list(background_tasks)
+        self.census = census
         self.channel = ""
         self.registered: set[str] = set()
         self._topic_locks: dict[str, list[Any]] = {}  # topic -> [lock, users]
@@ -84,6 +88,10 @@ class Worker:
         if self.heartbeat_handler is not None:
             self._tasks.append(
                 asyncio.create_task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat")
+            )
+        if self.census is not None and self.census.pattern is not None:
+            self._tasks.append(
+                asyncio.create_task(self._every(self.census.interval_secs, self._count), name="realtime-census")
             )
         for job in self.background_tasks:
             self._tasks.append(asyncio.create_task(self._forever(job), name=f"realtime-{job.__name__}"))
@@ -289,6 +297,13 @@ class Worker:
                 logger.exception("realtime background task %s failed", job.__name__)
             await asyncio.sleep(_ERROR_BACKOFF_SECS)
 
+    async def _count(self) -> None:
+        changed = await self.census.areport(self.channel, self.hub.topics, time.time())
+        for topic, total in changed.items():
+            announce_on = CENSUS_PREFIX + topic
+            if len(announce_on) <= MAX_TOPIC_LENGTH:
+                await apublish(announce_on, "census.changed", {"topic": topic, "count": total})
+
     async def _keepalive(self) -> None:
         await self.hub.write_all(sse.comment())
 
@@ -345,6 +360,7 @@ async def aget_worker() -> Worker:
                 heartbeat_secs=conf.get("HEARTBEAT_SECS"),
                 heartbeat_handler=import_string(handler_path) if handler_path else None,
                 background_tasks=[import_string(path) for path in conf.get("BACKGROUND_TASKS")],
+                census=Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS")),
             )
             await worker.astart()
             _worker = worker

@@ -1,0 +1,160 @@
+"""Live subscriber counts of chosen topics across all workers (a video's viewer count).
+
+Each worker reports its local count of every counted topic every CENSUS_SECS; the store sums the fresh
+reports (a report older than three intervals is a dead worker's, and is dropped). The report and the
+comparison with the last announced total happen in one atomic step, so when a total changes exactly one
+worker learns it and publishes `census.changed` on `census.<topic>`.
+"""
+
+import asyncio
+import re
+import time
+from typing import Any, Protocol
+
+CENSUS_PREFIX = "census."
+STALE_AFTER_INTERVALS = 3
+
+# KEYS: census hashes then last-announced keys, one pair per topic. ARGV: worker, now, stale_before, counts...
+_REPORT_LUA = """
+local n = #KEYS / 2
+local worker, now, stale_before = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local changed = {}
+for i = 1, n do
+  local census, last = KEYS[i], KEYS[n + i]
+  local count = tonumber(ARGV[3 + i])
+  if count > 0 then
+    redis.call('HSET', census, worker, count .. ':' .. now)
+  else
+    redis.call('HDEL', census, worker)
+  end
+  local total = 0
+  local fields = redis.call('HGETALL', census)
+  for j = 1, #fields, 2 do
+    local value = fields[j + 1]
+    local sep = string.find(value, ':')
+    if tonumber(string.sub(value, sep + 1)) < stale_before then
+      redis.call('HDEL', census, fields[j])
+    else
+      total = total + tonumber(string.sub(value, 1, sep - 1))
+    end
+  end
+  redis.call('EXPIRE', census, 3600)
+  local previous = redis.call('GET', last)
+  if previous ~= tostring(total) then
+    redis.call('SET', last, total, 'EX', 3600)
+    table.insert(changed, i)
+    table.insert(changed, total)
+  end
+end
+return changed
+"""
+
+
+class CensusStore(Protocol):
+    async def areport(self, worker: str, counts: dict[str, int], now: float, stale_before: float) -> dict[str, int]:
+        """Record this worker's counts; return the topics whose cluster-wide total changed, with the total."""
+
+    async def atotal(self, topic: str, stale_before: float) -> int: ...
+
+
+class MemoryCensus:
+    """One process (the embedded default): the same semantics without Redis."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, dict[str, tuple[int, float]]] = {}
+        self.announced: dict[str, int] = {}
+
+    async def areport(self, worker: str, counts: dict[str, int], now: float, stale_before: float) -> dict[str, int]:
+        changed = {}
+        for topic, count in counts.items():
+            reports = self.reports.setdefault(topic, {})
+            if count > 0:
+                reports[worker] = (count, now)
+            else:
+                reports.pop(worker, None)
+            total = await self.atotal(topic, stale_before)
+            if self.announced.get(topic) != total:
+                self.announced[topic] = total
+                changed[topic] = total
+        return changed
+
+    async def atotal(self, topic: str, stale_before: float) -> int:
+        reports = self.reports.get(topic, {})
+        return sum(count for count, at in reports.values() if at >= stale_before)
+
+
+class RedisCensus:
+    def __init__(self, url: str, prefix: str = "livesite:census") -> None:
+        import redis.asyncio as aioredis  # Imported here: only with Redis.
+
+        self.redis = aioredis.Redis.from_url(url)
+        self.prefix = prefix
+        self.script = self.redis.register_script(_REPORT_LUA)
+
+    async def areport(self, worker: str, counts: dict[str, int], now: float, stale_before: float) -> dict[str, int]:
+        topics = list(counts)
+        if not topics:
+            return {}
+        keys = [f"{self.prefix}:{t}" for t in topics] + [f"{self.prefix}-last:{t}" for t in topics]
+        args: list[Any] = [worker, repr(now), repr(stale_before), *(counts[t] for t in topics)]
+        flat = await self.script(keys=keys, args=args)
+        return {topics[int(flat[i]) - 1]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def atotal(self, topic: str, stale_before: float) -> int:
+        total = 0
+        for value in (await self.redis.hgetall(f"{self.prefix}:{topic}")).values():
+            count, _, at = value.decode().partition(":")
+            if float(at) >= stale_before:
+                total += int(count)
+        return total
+
+
+class Census:
+    """What a worker counts and reports. `pattern` selects the counted topics (a regular expression)."""
+
+    def __init__(self, store: CensusStore, pattern: str, interval_secs: float) -> None:
+        self.store = store
+        self.pattern = re.compile(pattern) if pattern else None
+        self.interval_secs = interval_secs
+        self._reported: set[str] = set()
+
+    def counts(self, topics: dict[str, set[Any]]) -> dict[str, int]:
+        """Local counts of counted topics, with a zero for each topic that had subscribers last time."""
+        if self.pattern is None:
+            return {}
+        counts = {topic: len(subs) for topic, subs in topics.items() if self.pattern.fullmatch(topic)}
+        for topic in self._reported - counts.keys():
+            counts[topic] = 0
+        self._reported = {topic for topic, count in counts.items() if count}
+        return counts
+
+    async def areport(self, worker: str, topics: dict[str, set[Any]], now: float) -> dict[str, int]:
+        counts = self.counts(topics)
+        if not counts:
+            return {}
+        return await self.store.areport(worker, counts, now, self.stale_before(now))
+
+    def stale_before(self, now: float) -> float:
+        return now - STALE_AFTER_INTERVALS * self.interval_secs
+
+
+_stores: dict[Any, CensusStore] = {}
+
+
+def get_store(redis_url: str) -> CensusStore:
+    """This process's census store: shared in memory on the embedded default, a Redis client per event loop."""
+    if not redis_url:
+        return _stores.setdefault("memory", MemoryCensus())
+    loop = asyncio.get_running_loop()
+    store = _stores.get(loop)
+    if store is None:
+        store = _stores[loop] = RedisCensus(redis_url)
+    return store
+
+
+async def acount(topic: str) -> int:
+    """Async: the live subscriber count of a counted topic across all workers (0 if unknown)."""
+    from realtime import conf  # Imported here: keeps the rest of this module free of Django settings.
+
+    interval = conf.get("CENSUS_SECS")
+    return await get_store(conf.get("REDIS_URL")).atotal(topic, time.time() - STALE_AFTER_INTERVALS * interval)
