@@ -7,6 +7,7 @@ set to REALTIME LEASE_SECS and each worker re-adds its topics every third of it,
 without cleaning up (SIGKILL) drops out of every group within one lease.
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,11 +27,21 @@ class DispatchUnavailable(Exception):
 
 
 class Dispatcher:
-    """Registration and delivery over one channel layer. Async; safe to share within an event loop."""
+    """Registration and delivery over one channel layer. Async; one event loop at a time.
+
+    Publishing is group-commit: while one round of sends is in flight, new events queue up, and the next
+    round sends every frame pending for a topic in ONE message per hosting worker, in call order. An idle
+    dispatcher sends at once (no added latency); a busy one sends fewer, larger messages, which is what
+    keeps Redis round trips per event falling as the publish rate rises.
+    """
 
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
-        self.stats = {"published": 0, "registrations": 0, "deregistrations": 0}
+        self.stats = {"published": 0, "group_sends": 0, "registrations": 0, "deregistrations": 0}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[str, list[bytes]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     async def anew_worker_channel(self) -> str:
         return await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
@@ -45,12 +56,45 @@ class Dispatcher:
         self.stats["deregistrations"] += 1
 
     async def asend_event(self, topic: str, frame: bytes) -> None:
-        """Send one encoded event to every worker hosting `topic`: one channel-layer message per worker."""
+        """Send one encoded event to every worker hosting `topic`; returns once it is handed to the layer.
+
+        Raises DispatchUnavailable if the channel layer could not be reached (the event was not sent).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new event loop (tests, management commands): state of a dead loop is meaningless here.
+            self._loop, self._pending, self._waiters, self._flusher = loop, {}, {}, None
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.setdefault(topic, []).append(frame)
+        self._waiters.setdefault(topic, []).append(done)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            pending, waiters = self._pending, self._waiters
+            self._pending, self._waiters = {}, {}
+            topics = list(pending)
+            results = await asyncio.gather(
+                *(self._group_send(topic, pending[topic]) for topic in topics), return_exceptions=True
+            )
+            for topic, result in zip(topics, results, strict=True):
+                for done in waiters[topic]:
+                    if done.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        done.set_exception(result)
+                    else:
+                        done.set_result(None)
+
+    async def _group_send(self, topic: str, frames: list[bytes]) -> None:
         try:
-            await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frame": frame})
+            await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frames": frames})
         except (RedisError, OSError) as exc:
             raise DispatchUnavailable(f"the channel layer is unreachable: {exc}") from exc
-        self.stats["published"] += 1
+        self.stats["published"] += len(frames)
+        self.stats["group_sends"] += 1
 
     async def asend(self, worker_channel: str, message: dict[str, Any]) -> None:
         await self.layer.send(worker_channel, message)

@@ -73,7 +73,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.stats = {"received_events": 0, "stray_events": 0, "rpc_served": 0, "rpc_sent": 0}
+        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0, "rpc_served": 0, "rpc_sent": 0}
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -248,9 +248,13 @@ class Worker:
                 message = await self.dispatcher.areceive(self.channel)
                 kind = message.get("type")
                 if kind == EVENT:
-                    self.stats["received_events"] += 1
-                    if not await self.hub.fan_out(message["topic"], message["frame"]):
-                        self.stats["stray_events"] += 1
+                    frames = message["frames"]
+                    self.stats["received_events"] += len(frames)
+                    self.stats["received_messages"] += 1
+                    # Several events for one topic travel together and go out as one write per stream.
+                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    if not await self.hub.fan_out(message["topic"], chunk):
+                        self.stats["stray_events"] += len(frames)
                 elif kind == RPC:
                     self._spawn(self._serve_rpc(message))
                 elif kind == REPLY:
@@ -333,6 +337,7 @@ class Worker:
             "members": len(self.hub.members),
             **self.stats,
             **self.hub.stats,
+            **{f"dispatch_{name}": value for name, value in self.dispatcher.stats.items()},
         }
 
 
