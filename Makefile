@@ -8,7 +8,7 @@ BASE_PORT ?= 8101
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run run-cluster test lint format bench clean
+.PHONY: help venv run run-cluster test lint format bench screenshot clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ lint: venv ## ruff format + lint, fixing what it can
 
 bench: venv ## The first benchmark: 1,000 connections on 2 workers (see docs/benchmarks.md for more)
 	$(BIN)/python -m bench.fanout --workers 2 --connections 1000
+
+screenshot: venv ## Retake docs/screenshot.png (the watch page in use, on a throwaway database)
+	$(BIN)/python scripts/screenshot.py
 
 clean: ## Remove the virtualenv and the local database
 	rm -rf $(VENV) db.sqlite3 staticfiles

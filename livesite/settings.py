@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "realtime",
     "likes",
     "presence",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -165,7 +166,7 @@ REALTIME = {
     "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
     "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
-    "BACKGROUND_TASKS": [],
+    "BACKGROUND_TASKS": ["presence.services.asweep_forever"],
     # A live video's viewer count: the streams subscribed to its likes.
     "CENSUS_TOPICS": r"video\.[0-9]+\.likes",
     "CENSUS_SECS": _env_float("REALTIME_CENSUS_SECS", 5),
@@ -181,6 +182,9 @@ PRESENCE = {
     "OFFLINE_AFTER_SECS": _env_float("PRESENCE_OFFLINE_AFTER_SECS", 60),
     "REDIS_URL": REDIS_URL,
 }
+
+# What `seed_demo` sets as the password of its members (admin, alice, bob, carol).
+DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "livesite-demo")
 
 LIKES = {
     "COALESCE_MS": _env_int("LIKES_COALESCE_MS", 250),

@@ -1,2 +1,8 @@
+from django.urls import path
+
+from presence.api import PresenceView
+
 app_name = "presence"
-urlpatterns: list = []
+urlpatterns = [
+    path("presence", PresenceView.as_view(), name="presence"),
+]

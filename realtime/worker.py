@@ -127,6 +127,10 @@ class Worker:
         emptied = self.hub.remove(conn)
         if emptied:
             self._spawn(self._sync_topics(emptied))
+        if conn.member_id is not None and self.heartbeat_handler is not None:
+            # A last beat at the close: the member's offline window starts now, not at the previous beat, so a
+            # reconnect anywhere within the whole window changes nothing.
+            self._spawn(self.heartbeat_handler([conn.member_id]))
 
     async def achange(self, connection_id: str, op: str, topics: list[str], member_id: int | None) -> list[str]:
         """Subscribe or unsubscribe a connection held by any worker; returns its resulting topics.

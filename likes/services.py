@@ -1,0 +1,222 @@
+"""The only writer of videos, likes and comments, and the only emitter of their events (after commit).
+
+Events, each published through realtime.publish after the transaction that stored the change commits:
+- `like.created` on `video.{id}.likes`: {"video", "count": exact total, "covered": likes since the previous
+  like event, "by": up to LIKERS_PER_EVENT recent likers [{"id", "name"}]}; coalesced (likes.coalesce).
+- `comment.created` and `comment.unhidden` on `video.{id}.comments`: the comment as the API shows it.
+- `comment.hidden` on `video.{id}.comments`: {"id", "video"} only; a moderated text is not sent out again.
+"""
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from likes import coalesce, conf, timers
+from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
+from likes.serializers import CommentSerializer
+from realtime import topics
+from realtime.publish import publish, publish_many
+
+LIKE_CREATED = "like.created"
+COMMENT_CREATED = "comment.created"
+COMMENT_HIDDEN = "comment.hidden"
+COMMENT_UNHIDDEN = "comment.unhidden"
+LIKERS_PER_EVENT = 5
+# How many of the newest likes are scanned for distinct likers' names.
+LIKERS_SCAN = 50
+
+
+class VideoNotLive(Exception):
+    """The video has ended: it takes no more likes or comments."""
+
+
+class InvalidComment(ValueError):
+    """A comment text that cannot be stored; the message says why."""
+
+
+# -- likes ----------------------------------------------------------------------------------------
+
+
+def like_video(video: LiveVideo, member: AbstractBaseUser) -> int:
+    """Store one like of a live `video` by `member`; return the video's exact like total including it.
+
+    Raises VideoNotLive. After commit, the like is announced by a coalesced `like.created` event.
+    """
+    with transaction.atomic():
+        # One statement checks the status and counts the like, so a video that ends meanwhile takes none.
+        if not LiveVideo.objects.filter(pk=video.pk, status=LiveVideo.Status.LIVE).update(
+            like_count=F("like_count") + 1
+        ):
+            raise VideoNotLive(f"video {video.pk} has ended")
+        Like.objects.create(video_id=video.pk, member=member)
+        count = LiveVideo.objects.values_list("like_count", flat=True).get(pk=video.pk)
+        # robust: the like is stored whatever happens next; a failure to announce it is logged, not raised.
+        transaction.on_commit(lambda: get_coalescer().like_committed(video.pk), robust=True)
+    video.like_count = count
+    return count
+
+
+def _like_total(video_id: int) -> int | None:
+    return LiveVideo.objects.filter(pk=video_id).values_list("like_count", flat=True).first()
+
+
+def _recent_likers(video_id: int, covered: int) -> list[dict[str, Any]]:
+    likes = Like.objects.filter(video_id=video_id).select_related("member").order_by("-id")
+    likers: dict[int, dict[str, Any]] = {}
+    for like in likes[: min(covered, LIKERS_SCAN)]:
+        if like.member is not None and like.member.pk not in likers:
+            likers[like.member.pk] = {"id": like.member.pk, "name": display_name(like.member)}
+            if len(likers) == LIKERS_PER_EVENT:
+                break
+    return list(likers.values())
+
+
+def like_event_data(video_id: int, total: int, covered: int) -> dict[str, Any]:
+    """The `like.created` payload announcing `covered` likes that brought the video to `total`."""
+    return {"video": video_id, "count": total, "covered": covered, "by": _recent_likers(video_id, covered)}
+
+
+def _emit_likes(video_id: int, total: int, covered: int) -> None:
+    publish(topics.video_likes(video_id), LIKE_CREATED, like_event_data(video_id, total, covered))
+
+
+def new_coalescer(
+    *, store: coalesce.Store | None = None, schedule: coalesce.Scheduler | None = None, window_secs: float | None = None
+) -> coalesce.Coalescer:
+    """A coalescer announcing this app's likes; each part defaults to the configured one (tests inject)."""
+    if store is None:
+        url = conf.get("REDIS_URL")
+        store = coalesce.RedisStore.from_url(url) if url else coalesce.MemoryStore()
+    return coalesce.Coalescer(
+        store,
+        window_secs=conf.get("COALESCE_MS") / 1000 if window_secs is None else window_secs,
+        read_total=_like_total,
+        emit=_emit_likes,
+        schedule=timers.call_later if schedule is None else schedule,
+    )
+
+
+_coalescer: coalesce.Coalescer | None = None
+# Request threads race to build it; two in-memory stores would each open their own windows.
+_coalescer_lock = threading.Lock()
+
+
+def get_coalescer() -> coalesce.Coalescer:
+    """This process's coalescer, built from the settings on first use."""
+    global _coalescer
+    if _coalescer is None:
+        with _coalescer_lock:
+            if _coalescer is None:
+                _coalescer = new_coalescer()
+    return _coalescer
+
+
+def set_coalescer(coalescer: coalesce.Coalescer | None) -> None:
+    """Replace this process's coalescer (tests); None rebuilds it from the settings on next use."""
+    global _coalescer
+    _coalescer = coalescer
+
+
+# -- comments -------------------------------------------------------------------------------------
+
+
+def check_comment_text(text: object) -> str:
+    """Return `text` stripped if it can be stored as a comment, else raise InvalidComment saying why."""
+    if not isinstance(text, str):
+        raise InvalidComment("a comment must be a string")
+    text = text.strip()
+    if not text:
+        raise InvalidComment("a comment must not be empty")
+    if len(text) > MAX_COMMENT_LENGTH:
+        raise InvalidComment(f"a comment may have at most {MAX_COMMENT_LENGTH} characters, not {len(text)}")
+    if "\x00" in text:
+        raise InvalidComment("a comment must not contain NUL characters")
+    return text
+
+
+def comment_data(comment: Comment) -> dict[str, Any]:
+    """A comment as the API and the comment events show it."""
+    return dict(CommentSerializer(comment).data)
+
+
+def post_comment(video: LiveVideo, member: AbstractBaseUser, text: str) -> Comment:
+    """Store a comment by `member` on a live `video`; raises VideoNotLive or InvalidComment.
+
+    After commit, publishes `comment.created` with the comment on `video.{id}.comments`.
+    """
+    text = check_comment_text(text)
+    with transaction.atomic():
+        # A plain read, not a row lock: that lock is what every like of a hot video queues on, and a
+        # comment racing the end of its video by a moment does no harm.
+        if not LiveVideo.objects.filter(pk=video.pk, status=LiveVideo.Status.LIVE).exists():
+            raise VideoNotLive(f"video {video.pk} has ended")
+        comment = Comment.objects.create(video=video, member=member, text=text)
+        data = comment_data(comment)
+        transaction.on_commit(lambda: publish(topics.video_comments(video.pk), COMMENT_CREATED, data), robust=True)
+    return comment
+
+
+def set_comment_hidden(comments: Iterable[Comment], hidden: bool) -> int:
+    """Hide (or unhide) comments; returns how many changed. Each changed one is announced after commit.
+
+    Hiding publishes `comment.hidden` {"id", "video"} so every page drops it; unhiding publishes
+    `comment.unhidden` with the whole comment so every page shows it again.
+    """
+    comments = list(comments)
+    ids = [comment.pk for comment in comments]
+    with transaction.atomic():
+        changed = list(
+            Comment.objects.select_for_update()
+            .filter(pk__in=ids)
+            .exclude(hidden=hidden)
+            .select_related("member")
+            .order_by("created", "id")
+        )
+        Comment.objects.filter(pk__in=[comment.pk for comment in changed]).update(hidden=hidden)
+        events = []
+        for comment in changed:
+            comment.hidden = hidden
+            if hidden:
+                events.append((topics.video_comments(comment.video_id), COMMENT_HIDDEN, _hidden_data(comment)))
+            else:
+                events.append((topics.video_comments(comment.video_id), COMMENT_UNHIDDEN, comment_data(comment)))
+        if events:
+            transaction.on_commit(lambda: publish_many(events), robust=True)
+    for comment in comments:
+        comment.hidden = hidden
+    return len(changed)
+
+
+def _hidden_data(comment: Comment) -> dict[str, Any]:
+    return {"id": comment.pk, "video": comment.video_id}
+
+
+def delete_comments(comments: Iterable[Comment]) -> int:
+    """Delete comments; the visible ones are announced as `comment.hidden` so every page drops them."""
+    comments = list(comments)
+    with transaction.atomic():
+        visible = list(
+            Comment.objects.filter(pk__in=[c.pk for c in comments], hidden=False).values_list("pk", "video_id")
+        )
+        deleted, _ = Comment.objects.filter(pk__in=[c.pk for c in comments]).delete()
+        events = [
+            (topics.video_comments(video_id), COMMENT_HIDDEN, {"id": pk, "video": video_id}) for pk, video_id in visible
+        ]
+        if events:
+            transaction.on_commit(lambda: publish_many(events), robust=True)
+    return deleted
+
+
+# -- videos ---------------------------------------------------------------------------------------
+
+
+def end_videos(videos: Iterable[LiveVideo]) -> int:
+    """End live videos now: they take no more likes or comments. Returns how many ended."""
+    return LiveVideo.objects.filter(pk__in=[video.pk for video in videos], status=LiveVideo.Status.LIVE).update(
+        status=LiveVideo.Status.ENDED, ended_at=timezone.now()
+    )

@@ -1,0 +1,124 @@
+"""Fixtures for the likes tests: a publish recorder, a fake clock and scheduler, members and videos."""
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from likes import coalesce, services
+from realtime.publish import build_event
+from tests.likes.factories import make_member, make_video
+
+WINDOW_SECS = 0.25
+
+
+@dataclass
+class Published:
+    topic: str
+    type: str
+    data: Any
+    at: float
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ManualScheduler:
+    """A coalesce.Scheduler whose calls run only when the test advances the fake clock past them."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self._pending: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def __call__(self, delay_secs: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._pending, (self.clock.now + delay_secs, next(self._seq), fn))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def advance(self, secs: float) -> None:
+        target = self.clock.now + secs
+        while self._pending and self._pending[0][0] <= target:
+            due, _, fn = heapq.heappop(self._pending)
+            self.clock.now = max(self.clock.now, due)
+            fn()
+        self.clock.now = target
+
+    def run_all(self) -> None:
+        while self._pending:
+            self.advance(self._pending[0][0] - self.clock.now)
+
+
+class Recorder(list):
+    """Stands in for realtime.publish in likes.services: records each event, validated and encoded as it would be."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def publish(self, topic: str, event_type: str, data: Any) -> Any:
+        event = build_event(topic, event_type, data)  # raises on a bad topic, type or payload
+        self.append(Published(topic, event_type, data, self.clock.now))
+        return event
+
+    def publish_many(self, items: Any) -> list[Any]:
+        return [self.publish(*item) for item in list(items)]
+
+    def of_type(self, event_type: str) -> list[Published]:
+        return [event for event in self if event.type == event_type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def scheduler(clock: FakeClock) -> ManualScheduler:
+    return ManualScheduler(clock)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> Recorder:
+    recorder = Recorder(clock)
+    monkeypatch.setattr(services, "publish", recorder.publish)
+    monkeypatch.setattr(services, "publish_many", recorder.publish_many)
+    return recorder
+
+
+@pytest.fixture(autouse=True)
+def coalescer(clock: FakeClock, scheduler: ManualScheduler) -> Iterator[coalesce.Coalescer]:
+    """Every test gets a fresh in-memory coalescer on the fake clock: no timers, no state between tests."""
+    instance = services.new_coalescer(store=coalesce.MemoryStore(clock), schedule=scheduler, window_secs=WINDOW_SECS)
+    services.set_coalescer(instance)
+    yield instance
+    services.set_coalescer(None)
+
+
+@pytest.fixture
+def alice(db: None) -> Any:
+    return make_member("alice", "Alice")
+
+
+@pytest.fixture
+def bob(db: None) -> Any:
+    return make_member("bob")
+
+
+@pytest.fixture
+def video(alice: Any) -> Any:
+    return make_video(alice, "keynote")
+
+
+@pytest.fixture
+def ended_video(alice: Any) -> Any:
+    return make_video(alice, "yesterday", ended=True)

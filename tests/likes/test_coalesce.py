@@ -1,0 +1,173 @@
+"""The coalescing protocol on its own: fake clock, fake database counter, memory and Redis stores."""
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import pytest
+
+from likes.coalesce import Coalescer, MemoryStore, RedisStore, lock_key, mark_key
+from tests.likes.conftest import FakeClock, ManualScheduler
+from tests.system.harness import RedisServer
+
+WINDOW = 0.25
+
+
+class FakeVideo:
+    """The database side: a committed like total, and what was emitted."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.total = 0
+        self.events: list[tuple[float, int, int]] = []  # (when, total, covered)
+
+    def read_total(self, video_id: int) -> int:
+        return self.total
+
+    def emit(self, video_id: int, total: int, covered: int) -> None:
+        self.events.append((self.clock.now, total, covered))
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[MemoryStore | RedisStore]:
+    if request.param == "memory":
+        yield MemoryStore(clock)
+        return
+    import redis
+
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    client.flushdb()
+    yield RedisStore(client)
+    client.close()
+
+
+def make(store: MemoryStore | RedisStore, fake: FakeVideo, scheduler: ManualScheduler) -> Coalescer:
+    return Coalescer(store, window_secs=WINDOW, read_total=fake.read_total, emit=fake.emit, schedule=scheduler)
+
+
+def like(fake: FakeVideo, coalescer: Coalescer) -> None:
+    fake.total += 1  # committed first ...
+    coalescer.like_committed(7)  # ... then its on_commit callback
+
+
+def test_the_first_like_opens_a_window_and_its_flush_announces_it(store, clock, scheduler):
+    fake = FakeVideo(clock)
+    coalescer = make(store, fake, scheduler)
+    like(fake, coalescer)
+    assert fake.events == []
+    assert len(scheduler) == 1
+    scheduler.advance(WINDOW)
+    assert fake.events == [(clock.now, 1, 1)]
+
+
+def test_a_burst_across_two_processes_is_bounded_and_exact(store, clock, scheduler):
+    # Two workers share one store (Redis in production); likes alternate between them, 1 ms apart.
+    fake = FakeVideo(clock)
+    workers = [make(store, fake, scheduler), make(store, fake, scheduler)]
+    for n in range(1000):
+        like(fake, workers[n % 2])
+        scheduler.advance(0.001)
+    scheduler.run_all()
+    assert sum(covered for _, _, covered in fake.events) == 1000
+    assert fake.events[-1][1] == 1000
+    assert len(fake.events) <= math.ceil(1.0 / WINDOW) + 1
+    times = [at for at, _, _ in fake.events]
+    assert all(later - earlier >= WINDOW for earlier, later in itertools.pairwise(times))
+
+
+def test_likes_while_a_window_is_open_only_wait_for_its_flush(store, clock, scheduler):
+    fake = FakeVideo(clock)
+    coalescer = make(store, fake, scheduler)
+    like(fake, coalescer)
+    scheduler.advance(0.1)
+    like(fake, coalescer)
+    like(fake, coalescer)
+    assert len(scheduler) == 1
+    scheduler.advance(WINDOW)
+    assert [(total, covered) for _, total, covered in fake.events] == [(3, 3)]
+
+
+def test_a_like_after_the_flush_released_the_lock_opens_the_next_window(store, clock, scheduler):
+    fake = FakeVideo(clock)
+    coalescer = make(store, fake, scheduler)
+    like(fake, coalescer)
+    scheduler.advance(WINDOW)
+    like(fake, coalescer)
+    scheduler.advance(WINDOW)
+    assert [(total, covered) for _, total, covered in fake.events] == [(1, 1), (2, 1)]
+
+
+def test_a_flush_that_read_an_older_total_announces_nothing(store, clock, scheduler):
+    # A slow flush reads 5, a newer one publishes 9 first: the slow one must not take the count back.
+    assert store.advance(mark_key(7), 9) is None
+    assert store.advance(mark_key(7), 5) == 9
+    assert store.advance(mark_key(7), 12) == 9
+    assert store.advance(mark_key(7), 12) == 12
+
+
+def test_a_late_flush_does_not_free_a_later_takers_window(store):
+    assert store.acquire(lock_key(7), "first", 10)
+    assert not store.acquire(lock_key(7), "second", 10)
+    store.release(lock_key(7), "someone-else")
+    assert not store.acquire(lock_key(7), "second", 10)
+    store.release(lock_key(7), "first")
+    assert store.acquire(lock_key(7), "second", 10)
+
+
+def test_videos_have_independent_windows(store, clock, scheduler):
+    fake = FakeVideo(clock)
+    coalescer = make(store, fake, scheduler)
+    assert coalescer.like_committed(1)
+    assert coalescer.like_committed(2)
+    assert not coalescer.like_committed(1)
+
+
+def test_a_window_whose_holder_died_expires_and_the_next_like_announces_everything(clock, scheduler):
+    store = MemoryStore(clock)
+    fake = FakeVideo(clock)
+    dead = make(store, fake, lambda delay, fn: None)  # its process died: its flush never runs
+    like(fake, dead)
+    alive = make(store, fake, scheduler)
+    like(fake, alive)  # lock still held by the dead process: nothing scheduled
+    assert len(scheduler) == 0
+    clock.now += alive.lock_ttl_secs
+    like(fake, alive)
+    scheduler.run_all()
+    assert [(total, covered) for _, total, covered in fake.events] == [(3, 3)]
+
+
+def test_a_video_gone_before_the_flush_announces_nothing(clock, scheduler):
+    coalescer = Coalescer(
+        MemoryStore(clock),
+        window_secs=WINDOW,
+        read_total=lambda video_id: None,
+        emit=lambda *args: pytest.fail("emitted for a deleted video"),
+        schedule=scheduler,
+    )
+    coalescer.like_committed(7)
+    scheduler.run_all()
+
+
+def test_a_like_landing_while_a_flush_reads_is_announced_by_a_later_event(store, clock, scheduler):
+    # The race the release-first order exists for: a like commits just after the flush read the total.
+    fake = FakeVideo(clock)
+    coalescer = make(store, fake, scheduler)
+    racing = iter([True])
+
+    def read_then_race(video_id: int) -> int:
+        total = fake.total
+        if next(racing, False):
+            like(fake, coalescer)
+        return total
+
+    coalescer.read_total = read_then_race
+    like(fake, coalescer)
+    scheduler.run_all()
+    assert [(total, covered) for _, total, covered in fake.events] == [(1, 1), (2, 1)]
