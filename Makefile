@@ -24,7 +24,7 @@ venv: $(BIN)/.installed ## Create the virtualenv and install everything
 run: venv ## Set up and serve the demo on the embedded default (SQLite, in-memory layer) at http://127.0.0.1:$(PORT)
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) livesite.asgi:application
+	$(BIN)/python -m livesite.serve -b 127.0.0.1 -p $(PORT) livesite.asgi:application
 
 run-cluster: venv ## Serve WORKERS Daphne workers on Redis behind one address (127.0.0.1:$(PORT))
 	$(BIN)/python manage.py migrate --noinput -v0

@@ -54,9 +54,10 @@ def main() -> None:
     listener.listen(4096)
     listener.set_inheritable(True)
     fd = listener.fileno()
-    daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
     workers = [
-        subprocess.Popen([daphne, "--fd", str(fd), "livesite.asgi:application"], pass_fds=[fd])  # noqa: S603
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "livesite.serve", "--fd", str(fd), "livesite.asgi:application"], pass_fds=[fd]
+        )
         for _ in range(args.workers)
     ]
     print(f"{args.workers} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)")  # noqa: T201

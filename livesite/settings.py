@@ -134,7 +134,15 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 raises instead of waiting past its pool size (FIELD-NOTES): size it deliberately.
-                "hosts": [{"address": REDIS_URL, "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000)}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000),
+                        # channels-redis blocks 5 s on Redis for a message; redis-py's 5 s socket timeout
+                        # would fire just as Redis answers "none yet", breaking the receive loop.
+                        "socket_timeout": 15,
+                    }
+                ],
                 # The core layer's defaults (100 messages, day-long groups) silently drop and leak: the
                 # worker channel carries every event for the process, and groups are leases.
                 "capacity": REALTIME_CHANNEL_CAPACITY,

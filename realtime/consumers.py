@@ -10,8 +10,8 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-from realtime import auth, backpressure, conf, sse
-from realtime.hub import Connection, body
+from realtime import auth, conf, daphne, sse
+from realtime.hub import Connection, Payload, body
 from realtime.topics import InvalidTopic, can_read, check_topic
 from realtime.worker import aget_worker
 
@@ -71,11 +71,11 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
     # Headers leave Daphne only with the first body chunk: send the retry hint at once.
     await send(body(sse.retry(conf.get("RETRY_MS"))))
-    backpressure.watch(send, conn)
+    daphne.adapt(send, conn)
     try:
         await worker.aattach(conn, topics)
         hello = json.dumps({"connection_id": conn.id, "member_id": member_id, "topics": sorted(conn.topics)})
-        await conn.write(body(sse.frame(hello, event="connected")))
+        await conn.write(Payload(sse.frame(hello, event="connected")))
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":

@@ -4,7 +4,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -14,33 +14,81 @@ _END_OF_STREAM = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 def body(chunk: bytes) -> dict[str, Any]:
-    """An ASGI body message; built once per frame and shared by every connection it is written to."""
+    """An ASGI body message."""
     return {"type": "http.response.body", "body": chunk, "more_body": True}
+
+
+class Payload:
+    """One chunk on its way to many streams, in the two shapes a stream may take it; each built once."""
+
+    __slots__ = ("_framed", "_message", "chunk")
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+        self._message: dict[str, Any] | None = None
+        self._framed: bytes | None = None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        if self._message is None:
+            self._message = body(self.chunk)
+        return self._message
+
+    @property
+    def framed(self) -> bytes:
+        """The chunk in HTTP/1.1 chunked transfer encoding, for direct socket writes."""
+        if self._framed is None:
+            self._framed = b"%x\r\n%b\r\n" % (len(self.chunk), self.chunk)
+        return self._framed
+
+
+# How long a stream reset for falling behind may take to read its last frames before its socket is dropped.
+RESET_GRACE_SECS = 5.0
+
+
+class DirectWrite(Protocol):
+    def write(self, framed: bytes) -> bool: ...
+
+    def abort_later(self, delay_secs: float) -> None: ...
 
 
 class Connection:
     """One open SSE stream: who owns it, what it reads, and its bounded backlog.
 
-    Writes go straight to the server (Daphne buffers nothing and never blocks a send). When the server
-    reports that the socket stopped draining (`pause`), frames wait in `pending`, at most
-    MAX_PENDING_FRAMES; past that the stream is closed with a `reset` frame so the client reconnects and
-    refetches, instead of letting one stalled reader grow the worker's memory.
+    Writes go out at once: straight to the socket where the server allows it (realtime.daphne), else as
+    ASGI sends (Daphne never blocks one). When the server reports that the socket stopped draining
+    (`pause`), payloads wait in `pending`, at most MAX_PENDING_FRAMES; past that the stream is closed with
+    a `reset` frame so the client reconnects and refetches, instead of letting one stalled reader grow the
+    worker's memory.
     """
 
-    __slots__ = ("closed", "id", "max_pending", "member_id", "paused", "pending", "send", "topics")
+    __slots__ = (
+        "closed",
+        "direct",
+        "id",
+        "max_pending",
+        "member_id",
+        "overflowed",
+        "paused",
+        "pending",
+        "send",
+        "topics",
+    )
 
     def __init__(self, connection_id: str, member_id: int | None, send: Send, *, max_pending: int) -> None:
         self.id = connection_id
         self.member_id = member_id
         self.send = send
+        self.direct: DirectWrite | None = None
         self.topics: set[str] = set()
-        self.pending: deque[dict[str, Any]] | None = None
+        self.pending: deque[Payload] | None = None
         self.paused = False
         self.closed = False
+        self.overflowed = False
         self.max_pending = max_pending
 
-    async def write(self, message: dict[str, Any]) -> bool:
-        """Write or queue one body message; False if the stream is closed or was just closed for overflow."""
+    async def write(self, payload: Payload) -> bool:
+        """Write or queue one payload; False if the stream is closed, or was just closed for overflow."""
         if self.closed:
             return False
         if self.paused:
@@ -49,9 +97,14 @@ class Connection:
             if len(self.pending) >= self.max_pending:
                 await self.close(reset=True)
                 return False
-            self.pending.append(message)
+            self.pending.append(payload)
             return True
-        await self.send(message)
+        return await self._put(payload)
+
+    async def _put(self, payload: Payload) -> bool:
+        if self.direct is not None:
+            return self.direct.write(payload.framed)
+        await self.send(payload.message)
         return True
 
     def pause(self) -> None:
@@ -60,7 +113,7 @@ class Connection:
     async def resume(self) -> None:
         self.paused = False
         while self.pending and not self.paused and not self.closed:
-            await self.send(self.pending.popleft())
+            await self._put(self.pending.popleft())
         if not self.pending:
             self.pending = None
 
@@ -71,8 +124,11 @@ class Connection:
         self.closed = True
         self.pending = None
         if reset:
+            self.overflowed = True
             await self.send(body(b'event: reset\ndata: {"reason":"slow_consumer"}\n\n'))
         await self.send(_END_OF_STREAM)
+        if reset and self.direct is not None:
+            self.direct.abort_later(RESET_GRACE_SECS)
 
 
 class Hub:
@@ -137,38 +193,43 @@ class Hub:
     def has_topic(self, topic: str) -> bool:
         return topic in self.topics
 
-    async def fan_out(self, topic: str, frame: bytes) -> int:
-        """Write one frame to every local subscriber of `topic`; returns how many streams took it."""
+    async def fan_out(self, topic: str, chunk: bytes, *, yield_every: int = 1000) -> int:
+        """Write one chunk to every local subscriber of `topic`; returns how many streams took it.
+
+        Yields to the event loop every `yield_every` writes, so requests on this worker do not wait for a
+        whole fan-out to 10,000 streams; the receive loop awaits it, so events keep their order.
+        """
         subscribers = self.topics.get(topic)
         if not subscribers:
             return 0
-        message = body(frame)
+        payload = Payload(chunk)
         delivered = 0
         # A copy: a write can close a stream, whose cleanup edits the set.
-        for conn in tuple(subscribers):
+        for index, conn in enumerate(tuple(subscribers)):
             if conn.closed:
                 continue
             try:
-                if await conn.write(message):
+                if await conn.write(payload):
                     delivered += 1
-                else:
-                    # An open stream refuses a frame only when its backlog overflowed and it was closed.
+                elif conn.overflowed:
                     self.stats["overflow_closed"] += 1
             except Exception:
                 # One broken stream must not stop delivery to the others.
                 logger.exception("write to connection %s failed", conn.id)
+            if index % yield_every == yield_every - 1:
+                await asyncio.sleep(0)
         self.stats["events"] += 1
         self.stats["delivered"] += delivered
         return delivered
 
-    async def write_all(self, chunk: bytes, *, batch: int = 2000) -> None:
-        """Write `chunk` (a keep-alive) to every stream, yielding between batches to keep the loop responsive."""
-        message = body(chunk)
+    async def write_all(self, chunk: bytes, *, yield_every: int = 1000) -> None:
+        """Write `chunk` (a keep-alive) to every stream that is not paused, yielding between batches."""
+        payload = Payload(chunk)
         for index, conn in enumerate(tuple(self.connections.values())):
             if not conn.paused:
                 try:
-                    await conn.write(message)
+                    await conn.write(payload)
                 except Exception:
                     logger.exception("keep-alive write to connection %s failed", conn.id)
-            if index % batch == batch - 1:
+            if index % yield_every == yield_every - 1:
                 await asyncio.sleep(0)

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-DAPHNE = str(Path(sys.executable).with_name("daphne"))
+# The production entry point: Daphne's own command line, on uvloop (livesite/serve.py).
+DAPHNE = [PYTHON, "-m", "livesite.serve"]
 
 
 def free_port() -> int:
@@ -94,7 +95,7 @@ class Worker:
     def start(self) -> "Worker":
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "livesite.asgi:application"],
+            [*DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "livesite.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
