@@ -8,6 +8,7 @@ heartbeats going.
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import secrets
@@ -81,20 +82,16 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.channel = await self.dispatcher.anew_worker_channel()
         self._tasks = [
-            asyncio.create_task(self._receive_loop(), name="realtime-receive"),
-            asyncio.create_task(self._every(self.lease_secs / 3, self._refresh_leases), name="realtime-leases"),
-            asyncio.create_task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
+            self._task(self._receive_loop(), name="realtime-receive"),
+            self._task(self._every(self.lease_secs / 3, self._refresh_leases), name="realtime-leases"),
+            self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
         ]
         if self.heartbeat_handler is not None:
-            self._tasks.append(
-                asyncio.create_task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat")
-            )
+            self._tasks.append(self._task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat"))
         if self.census is not None and self.census.pattern is not None:
-            self._tasks.append(
-                asyncio.create_task(self._every(self.census.interval_secs, self._count), name="realtime-census")
-            )
+            self._tasks.append(self._task(self._every(self.census.interval_secs, self._count), name="realtime-census"))
         for job in self.background_tasks:
-            self._tasks.append(asyncio.create_task(self._forever(job), name=f"realtime-{job.__name__}"))
+            self._tasks.append(self._task(self._forever(job), name=f"realtime-{job.__name__}"))
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self) -> None:
@@ -320,8 +317,16 @@ class Worker:
         if members and self.heartbeat_handler is not None:
             await self.heartbeat_handler(members)
 
+    @staticmethod
+    def _task(coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        # A fresh context: the worker is started from whichever request comes first, and a task inherits the
+        # creator's context variables. From a Django view that includes asgiref's per-request executor for
+        # thread-sensitive sync_to_async, which is shut down when the request ends; database_sync_to_async
+        # in the worker's tasks (presence) would then fail with "CurrentThreadExecutor already quit".
+        return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
+        task = self._task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
 

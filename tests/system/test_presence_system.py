@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.system.harness import SSEClient, Worker
+from tests.system.harness import SSEClient, Worker, base_env, run_django, stats
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -158,3 +158,24 @@ async def test_the_embedded_default_keeps_presence_in_one_process(start_worker, 
         offline = await presence_event(watch, "offline")
         assert offline["changed_at"] > online["changed_at"]
         assert await api_status(worker, alice) == offline
+
+
+async def test_the_admin_table_follows_when_the_worker_was_started_by_a_django_view(start, tokens, member_ids, site):
+    """Regression: a worker started inside a Django request used to inherit that request's (soon dead)
+    sync-thread executor, so its sweeper could not write the admin table."""
+    alice = member_ids["alice"]
+    worker = start("a")
+    await stats(worker.url, tokens["admin"])  # the first request, through Django, starts the worker
+    async with watcher(worker, alice) as watch:
+        phone = device(worker, tokens["alice"])
+        await phone.connect()
+        await presence_event(watch, "online")
+        await phone.close()
+        offline = await presence_event(watch, "offline")
+    row = run_django(
+        base_env(site["tmp"]),
+        f"from presence.models import Presence\nrow = Presence.objects.get(member_id={alice})\n"
+        "print(row.online, repr(row.changed_at))",
+    ).split()
+    assert row == ["False", repr(offline["changed_at"])]
+    assert "CurrentThreadExecutor" not in worker.logs()
