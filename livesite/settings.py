@@ -1,6 +1,7 @@
 """Django settings for livesite: the only module that reads environment variables."""
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -121,6 +122,9 @@ STORAGES = {
 # Without collectstatic (tests, `make run`), WhiteNoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# Without collectstatic there is no STATIC_ROOT; WhiteNoise serves from the finders then, and says so at
+# every start unless told it is expected.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 if not (STATIC_ROOT / "staticfiles.json").exists():
     STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
