@@ -19,6 +19,8 @@ TLS, another Daphne or Twisted version).
 
 import asyncio
 import logging
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from realtime.hub import Connection
@@ -122,3 +124,20 @@ def adapt(send: Any, conn: Connection) -> None:
             logger.warning("streams are written through ASGI sends: the direct socket path is unavailable")
         return
     conn.direct = DirectWriter(request, transport)
+
+
+def on_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
+    """Run `callback` when Daphne shuts down (SIGTERM, SIGINT), before its loop stops; True if registered.
+
+    Daphne has no ASGI lifespan, but it runs a Twisted reactor whose "before shutdown" triggers may return a
+    Deferred that the shutdown waits for.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import defer, reactor  # Imported here: only under Daphne's reactor.
+
+    def trigger() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", trigger)
+    return True

@@ -7,7 +7,6 @@ heartbeats going.
 """
 
 import asyncio
-import contextlib
 import contextvars
 import itertools
 import logging
@@ -18,7 +17,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from realtime import conf, sse
+from realtime import conf, daphne, sse
 from realtime.census import CENSUS_PREFIX, Census, get_store
 from realtime.dispatcher import EVENT, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
@@ -94,16 +93,21 @@ class Worker:
             self._tasks.append(self._task(self._forever(job), name=f"realtime-{job.__name__}"))
         logger.info("realtime worker %s started", self.channel)
 
-    async def astop(self) -> None:
-        """Cancel the loops and give up every registration (a clean shutdown; SIGKILL relies on leases)."""
+    async def astop(self, *, timeout_secs: float = 5.0) -> None:
+        """Cancel the loops and give up every registration at once, instead of leaving them to expire.
+
+        Run on Daphne's shutdown (SIGTERM, SIGINT); a SIGKILLed worker relies on the leases instead.
+        """
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for topic in list(self.registered):
-            await self.dispatcher.aderegister(topic, self.channel)
+        topics = list(self.registered)
         self.registered.clear()
+        try:
+            async with asyncio.timeout(timeout_secs):
+                await asyncio.gather(*(self.dispatcher.aderegister(topic, self.channel) for topic in topics))
+        except TimeoutError:
+            logger.warning("worker %s left some registrations to expire with their lease", self.channel)
+        logger.info("realtime worker %s stopped: %d registrations withdrawn", self.channel, len(topics))
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -377,6 +381,7 @@ async def aget_worker() -> Worker:
                 census=Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS")),
             )
             await worker.astart()
+            daphne.on_shutdown(worker.astop)
             _worker = worker
     return _worker
 
