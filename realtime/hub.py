@@ -21,10 +21,11 @@ def body(chunk: bytes) -> dict[str, Any]:
 class Payload:
     """One chunk on its way to many streams, in the two shapes a stream may take it; each built once."""
 
-    __slots__ = ("_framed", "_message", "chunk")
+    __slots__ = ("_framed", "_message", "chunk", "frames")
 
-    def __init__(self, chunk: bytes) -> None:
+    def __init__(self, chunk: bytes, frames: int = 1) -> None:
         self.chunk = chunk
+        self.frames = frames
         self._message: dict[str, Any] | None = None
         self._framed: bytes | None = None
 
@@ -57,7 +58,7 @@ class Connection:
 
     Writes go out at once: straight to the socket where the server allows it (realtime.daphne), else as
     ASGI sends (Daphne never blocks one). When the server reports that the socket stopped draining
-    (`pause`), payloads wait in `pending`, at most MAX_PENDING_FRAMES; past that the stream is closed with
+    (`pause`), payloads wait in `pending`, at most MAX_PENDING_FRAMES events in all; past that the stream is closed with
     a `reset` frame so the client reconnects and refetches, instead of letting one stalled reader grow the
     worker's memory.
     """
@@ -71,6 +72,7 @@ class Connection:
         "overflowed",
         "paused",
         "pending",
+        "pending_frames",
         "send",
         "topics",
     )
@@ -82,6 +84,7 @@ class Connection:
         self.direct: DirectWrite | None = None
         self.topics: set[str] = set()
         self.pending: deque[Payload] | None = None
+        self.pending_frames = 0
         self.paused = False
         self.closed = False
         self.overflowed = False
@@ -94,10 +97,11 @@ class Connection:
         if self.paused:
             if self.pending is None:
                 self.pending = deque()
-            if len(self.pending) >= self.max_pending:
+            if self.pending_frames + payload.frames > self.max_pending:
                 await self.close(reset=True)
                 return False
             self.pending.append(payload)
+            self.pending_frames += payload.frames
             return True
         return await self._put(payload)
 
@@ -113,7 +117,9 @@ class Connection:
     async def resume(self) -> None:
         self.paused = False
         while self.pending and not self.paused and not self.closed:
-            await self._put(self.pending.popleft())
+            payload = self.pending.popleft()
+            self.pending_frames -= payload.frames
+            await self._put(payload)
         if not self.pending:
             self.pending = None
 
@@ -123,6 +129,7 @@ class Connection:
             return
         self.closed = True
         self.pending = None
+        self.pending_frames = 0
         if reset:
             self.overflowed = True
             await self.send(body(b'event: reset\ndata: {"reason":"slow_consumer"}\n\n'))
@@ -193,7 +200,7 @@ class Hub:
     def has_topic(self, topic: str) -> bool:
         return topic in self.topics
 
-    async def fan_out(self, topic: str, chunk: bytes, *, yield_every: int = 1000) -> int:
+    async def fan_out(self, topic: str, chunk: bytes, *, frames: int = 1, yield_every: int = 1000) -> int:
         """Write one chunk to every local subscriber of `topic`; returns how many streams took it.
 
         Yields to the event loop every `yield_every` writes, so requests on this worker do not wait for a
@@ -202,7 +209,7 @@ class Hub:
         subscribers = self.topics.get(topic)
         if not subscribers:
             return 0
-        payload = Payload(chunk)
+        payload = Payload(chunk, frames)
         delivered = 0
         # A copy: a write can close a stream, whose cleanup edits the set.
         for index, conn in enumerate(tuple(subscribers)):

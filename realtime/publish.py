@@ -55,11 +55,10 @@ def forwarder() -> Forwarder | None:
 
 
 async def _dispatch(events: list[Event]) -> None:
-    dispatcher = get_dispatcher()
+    await get_dispatcher().asend_events([(event.topic, event.frame) for event in events])
     links = forwarder()
-    for event in events:
-        await dispatcher.asend_event(event.topic, event.frame)
-        if links is not None:
+    if links is not None:
+        for event in events:
             links.forward(event)
 
 
@@ -95,14 +94,14 @@ async def adeliver_from_peer(events: list[PeerEvent], *, now: float | None = Non
     Never forwards them again: that is what keeps the full mesh free of loops. Returns how many were new.
     """
     fresh = await _seen_ids().afirst_time([event.id for event in events], time.time() if now is None else now)
-    dispatcher = get_dispatcher()
-    delivered = 0
-    for event, is_new in zip(events, fresh, strict=True):
-        if is_new:
-            frame = encode_frame(event.id, event.topic, event.type, event.data, event.published_at)
-            await dispatcher.asend_event(event.topic, frame)
-            delivered += 1
-    return delivered
+    fresh_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
+    await get_dispatcher().asend_events(
+        [
+            (event.topic, encode_frame(event.id, event.topic, event.type, event.data, event.published_at))
+            for event in fresh_events
+        ]
+    )
+    return len(fresh_events)
 
 
 def publish(topic: str, event_type: str, data: Any) -> Event:

@@ -19,7 +19,7 @@ from django.utils.module_loading import import_string
 
 from realtime import conf, daphne, sse
 from realtime.census import CENSUS_PREFIX, Census, get_store
-from realtime.dispatcher import EVENT, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
+from realtime.dispatcher import EVENT, EVENTS, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
 from realtime.publish import apublish
 from realtime.topics import MAX_TOPIC_LENGTH, can_read
@@ -252,14 +252,13 @@ class Worker:
             try:
                 message = await self.dispatcher.areceive(self.channel)
                 kind = message.get("type")
-                if kind == EVENT:
-                    frames = message["frames"]
-                    self.stats["received_events"] += len(frames)
+                if kind == EVENTS:
                     self.stats["received_messages"] += 1
-                    # Several events for one topic travel together and go out as one write per stream.
-                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-                    if not await self.hub.fan_out(message["topic"], chunk):
-                        self.stats["stray_events"] += len(frames)
+                    for topic, frames in message["events"]:
+                        await self._deliver(topic, frames)
+                elif kind == EVENT:
+                    self.stats["received_messages"] += 1
+                    await self._deliver(message["topic"], message["frames"])
                 elif kind == RPC:
                     self._spawn(self._serve_rpc(message))
                 elif kind == REPLY:
@@ -273,6 +272,13 @@ class Worker:
             except Exception:
                 logger.exception("realtime receive loop failed; retrying in %.1fs", _ERROR_BACKOFF_SECS)
                 await asyncio.sleep(_ERROR_BACKOFF_SECS)
+
+    async def _deliver(self, topic: str, frames: list[bytes]) -> None:
+        self.stats["received_events"] += len(frames)
+        # Several events for one topic travel together and go out as one write per stream.
+        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+        if not await self.hub.fan_out(topic, chunk, frames=len(frames)):
+            self.stats["stray_events"] += len(frames)
 
     async def _serve_rpc(self, message: dict[str, Any]) -> None:
         self.stats["rpc_served"] += 1

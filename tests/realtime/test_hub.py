@@ -93,3 +93,16 @@ async def test_a_stalled_stream_is_closed_with_a_reset_frame_past_its_backlog():
     assert rec_slow.messages[-1]["more_body"] is False
     assert hub.stats["overflow_closed"] == 1
     assert rec_fast.bodies == [b"0", b"1", b"2", b"3"]
+
+
+async def test_the_backlog_counts_events_not_writes():
+    hub = Hub()
+    slow, rec = make("slow", max_pending=5)
+    hub.add(slow)
+    hub.subscribe(slow, ["t"])
+    slow.pause()
+    await hub.fan_out("t", b"three events", frames=3)
+    assert not slow.closed
+    await hub.fan_out("t", b"three more", frames=3)
+    assert slow.closed
+    assert rec.bodies[0].startswith(b"event: reset")

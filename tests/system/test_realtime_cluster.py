@@ -234,3 +234,26 @@ async def test_a_sigtermed_worker_withdraws_its_registrations_at_once(redis_serv
     assert "2 registrations withdrawn" in worker.logs()
     await client.close()
     await store.aclose()
+
+
+async def test_a_batch_to_many_topics_costs_one_message_per_hosting_worker(pair, tokens):
+    a, b = pair
+    on_a = SSEClient(a.url, topics=[f"room.{n}" for n in range(10)])
+    on_b = SSEClient(b.url, topics=[f"room.{n}" for n in range(10, 20)])
+    async with streams(on_a, on_b):
+        before = {w.url: await stats(w.url, tokens["admin"]) for w in (a, b)}
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                f"{a.url}/api/publish",
+                json={"events": [{"topic": f"room.{n}", "type": "said", "data": {"n": n}} for n in range(30)]},
+                headers={"Authorization": f"Token {tokens['admin']}"},
+            )
+        assert response.status_code == 202
+        assert [(await on_a.next_event("said")).json()["data"]["n"] for _ in range(10)] == list(range(10))
+        assert [(await on_b.next_event("said")).json()["data"]["n"] for _ in range(10)] == list(range(10, 20))
+        after = {w.url: await stats(w.url, tokens["admin"]) for w in (a, b)}
+        # 30 events on 30 topics, 20 of them hosted: one round, one message to each of the two workers.
+        for worker in (a, b):
+            assert after[worker.url]["received_messages"] - before[worker.url]["received_messages"] == 1
+        assert after[a.url]["dispatch_published"] - before[a.url]["dispatch_published"] == 30
+        assert after[a.url]["dispatch_worker_messages"] - before[a.url]["dispatch_worker_messages"] == 2
