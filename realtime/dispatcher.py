@@ -69,6 +69,33 @@ class Dispatcher:
         await self.layer.group_add(topic, worker_channel)
         self.stats["registrations"] += 1
 
+    async def arefresh(self, topics: list[str], worker_channel: str) -> None:
+        """Renew the leases of `worker_channel` on many topics: one pipelined request per Redis shard.
+
+        Exactly what `group_add` does per topic (a fresh score, the key's expiry reset), without a round trip
+        per topic: with one topic per connection, per-topic refreshes grew with the connections.
+        """
+        if not self._direct:
+            for topic in topics:
+                await self.aregister(topic, worker_channel)
+            return
+        layer = self.layer
+        by_shard: dict[int, list[str]] = {}
+        for topic in topics:
+            by_shard.setdefault(layer.consistent_hash(topic), []).append(topic)
+
+        async def refresh(index: int, shard_topics: list[str]) -> None:
+            now = time.time()
+            async with layer.connection(index).pipeline(transaction=False) as pipe:
+                for topic in shard_topics:
+                    key = layer._group_key(topic)
+                    pipe.zadd(key, {worker_channel: now})
+                    pipe.expire(key, layer.group_expiry)
+                await pipe.execute()
+
+        await asyncio.gather(*(refresh(index, shard_topics) for index, shard_topics in by_shard.items()))
+        self.stats["registrations"] += len(topics)
+
     async def aderegister(self, topic: str, worker_channel: str) -> None:
         await self.layer.group_discard(topic, worker_channel)
         self.stats["deregistrations"] += 1

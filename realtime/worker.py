@@ -238,12 +238,10 @@ class Worker:
             if entry[1] == 0:
                 del self._topic_locks[topic]
 
-    async def _refresh_leases(self) -> None:
+    async def _refresh_leases(self, batch: int = 5000) -> None:
         topics = list(self.registered)
-        for start in range(0, len(topics), 200):
-            await asyncio.gather(
-                *(self.dispatcher.aregister(topic, self.channel) for topic in topics[start : start + 200])
-            )
+        for start in range(0, len(topics), batch):
+            await self.dispatcher.arefresh(topics[start : start + batch], self.channel)
 
     # -- background loops -------------------------------------------------------------------------
 

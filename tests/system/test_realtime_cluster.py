@@ -257,3 +257,14 @@ async def test_a_batch_to_many_topics_costs_one_message_per_hosting_worker(pair,
             assert after[worker.url]["received_messages"] - before[worker.url]["received_messages"] == 1
         assert after[a.url]["dispatch_published"] - before[a.url]["dispatch_published"] == 30
         assert after[a.url]["dispatch_worker_messages"] - before[a.url]["dispatch_worker_messages"] == 2
+
+
+async def test_a_live_worker_keeps_its_registrations_past_many_leases(redis_server, start_worker, tokens):
+    a = start_worker(redis_server.url, name="a", REALTIME_LEASE_SECS="1")
+    b = start_worker(redis_server.url, name="b", REALTIME_LEASE_SECS="1")
+    async with streams(SSEClient(a.url, topics=["video.10.likes"])) as (client,):
+        # Time itself is what is under test: three leases pass, refreshed every third of one.
+        await asyncio.sleep(3.5)
+        response = await publish(b.url, tokens["admin"], "video.10.likes", "like.created", {"n": 1})
+        assert response.status_code == 202
+        assert (await client.next_event("like.created")).json()["data"] == {"n": 1}
