@@ -10,6 +10,12 @@ connections held, worker memory per connection (RSS and PSS), file descriptors, 
 fan-out completion per event, deliveries/s, losses, and the CPU of the server processes and of the client.
 Prints Markdown tables and writes JSON to bench/results/<name>-<timestamp>.json. Everything it started is
 stopped by PID at the end, also on Ctrl-C and errors; every phase is bounded by --timeout.
+
+`--target eventstream` measures the peer instead, with the same client and publisher: django-eventstream's
+minimal project (bench/peers/eventstream, its own virtualenv, see bench/peer.py) on W Daphne workers sharing
+the redis-server, streams `GET /events/?channel=<topic>` (held once headers and first bytes arrived: it has no
+`connected` frame), publishes `POST /publish` (`send_event` behind a shared secret), stats `GET /stats`.
+bench/sidebyside.py runs both targets in one invocation and prints the ratios.
 """
 
 import argparse
@@ -20,6 +26,7 @@ import math
 import multiprocessing
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,11 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import loadclient, procs, pyspy
+from bench import loadclient, peer, procs, pyspy
 from bench.httpmini import HttpConnection, HttpError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENT_TYPE = "bench.tick"
+TARGETS = ("livesite", "eventstream")
 MAX_CONNECTIONS_PER_CLIENT = 19_000  # RLIMIT_NOFILE is 20,000 here and cannot be raised
 MAX_CONNECTIONS_PER_SOURCE = 25_000  # ephemeral ports per (source, destination) are ~28,000
 
@@ -47,6 +55,7 @@ class BenchError(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=TARGETS, default="livesite", help="server measured (default livesite)")
     parser.add_argument("--workers", type=int, default=2, help="Daphne workers (default 2)")
     parser.add_argument("--connections", type=int, default=1000, help="SSE streams to open (default 1000)")
     parser.add_argument("--events", type=int, default=100, help="events to publish (default 100)")
@@ -77,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop in the client")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (worker logs, database)")
+    parser.add_argument(
+        "--warm-stream", action="store_true", help="open and close one stream per worker before the baseline"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.connections < 1 or args.events < 1 or args.rate <= 0:
         parser.error("--workers, --connections, --events and --rate must be positive")
@@ -87,7 +99,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sources = args.sources or math.ceil(per_worker / MAX_CONNECTIONS_PER_SOURCE)
     if not 1 <= args.sources <= 254:
         parser.error("--sources must be within 1..254")
-    args.name = args.name or f"fanout-w{args.workers}-c{args.connections}"
+    if args.target != "livesite":
+        livesite_only = {
+            "--rev": args.rev,
+            "--worker-gc-stats": args.worker_gc_stats,
+            "--worker-gc-threshold": args.worker_gc_threshold,
+            "--worker-gc-freeze": args.worker_gc_freeze,
+            "--worker-uvloop": args.worker_uvloop,
+        }
+        given = [option for option, value in livesite_only.items() if value]
+        if given:
+            parser.error(f"{', '.join(given)}: livesite only")
+    prefix = "fanout" if args.target == "livesite" else f"fanout-{args.target}"
+    args.name = args.name or f"{prefix}-w{args.workers}-c{args.connections}"
     return args
 
 
@@ -117,18 +141,43 @@ def mib(kb: float) -> str:
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """One benchmark run against one target. `redis`: a redis-server shared with other runs (not stopped here)."""
+
+    def __init__(self, args: argparse.Namespace, redis: procs.Managed | None = None) -> None:
         self.args = args
+        self.shared_redis = redis
         self.started = time.monotonic()
         self.deadline = self.started + args.timeout
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-        self.redis: procs.Managed | None = None
+        self.redis: procs.Managed | None = redis
         self.workers: list[procs.Managed] = []
         self.clients: list[Any] = []  # multiprocessing.Process
         self.pipes: list[Any] = []
         self.profilers: list[subprocess.Popen] = []
         self.token = ""
+        self.secret = secrets.token_hex(16)  # the peer's publish secret
         self.report: dict[str, Any] = {}
+
+    # -- what differs between targets ------------------------------------------------------------
+
+    @property
+    def peer(self) -> bool:
+        return self.args.target == "eventstream"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"X-Bench-Secret": self.secret} if self.peer else {"Authorization": f"Token {self.token}"}
+
+    def stats_path(self) -> str:
+        return "/stats" if self.peer else "/realtime/stats"
+
+    def stream_path(self) -> str:
+        return f"/events/?channel={self.args.topic}" if self.peer else f"/realtime/connect?topics={self.args.topic}"
+
+    def publish_request(self, topic: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of one publish; both answer 202."""
+        if self.peer:
+            return "/publish", {"channel": topic, "type": EVENT_TYPE, "data": data}
+        return "/api/publish", {"topic": topic, "type": EVENT_TYPE, "data": data}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -189,31 +238,45 @@ class Run:
 
     async def stats(self) -> list[dict[str, Any]]:
         result = []
+        path = self.stats_path()
         for worker in self.workers:
-            connection = HttpConnection("127.0.0.1", worker.port, headers={"Authorization": f"Token {self.token}"})
+            connection = HttpConnection("127.0.0.1", worker.port, headers=self.auth_headers())
             try:
-                status, body = await connection.request("GET", "/realtime/stats", timeout=self.remaining(10))
+                status, body = await connection.request("GET", path, timeout=self.remaining(10))
             finally:
                 connection.close()
             if status != 200:
-                raise BenchError(f"GET /realtime/stats on {worker.name}: {status} {body!r}")
+                raise BenchError(f"GET {path} on {worker.name}: {status} {body!r}")
             result.append(body)
         return result
 
     # -- phases ---------------------------------------------------------------------------------
 
     async def start_servers(self) -> None:
+        if self.peer:
+            await self.start_peer()
+            return
         root = procs.ROOT
         if self.args.rev:
             root = self.tmp / "src"
             self.report["code"] = {"rev": self.args.rev, "commit": procs.export_tree(self.args.rev, root)}
         else:
             self.report["code"] = {"rev": "working tree", "commit": self.report["machine"]["git_commit"]}
-        self.redis = procs.start_redis(self.tmp, self.deadline)
+        if self.redis is None:
+            self.redis = procs.start_redis(self.tmp, self.deadline)
         env = procs.site_env(self.tmp, f"redis://127.0.0.1:{self.redis.port}/0", root, **self.what_if_env(root))
         staff = await asyncio.to_thread(procs.prepare_site, env, root, self.deadline)
         self.token = staff["token"]
         self.workers = procs.start_workers(self.args.workers, env, self.tmp, root, self.deadline)
+
+    async def start_peer(self) -> None:
+        """django-eventstream's project on W Daphne workers from its own virtualenv (created if missing)."""
+        info = await asyncio.to_thread(peer.ensure_peer_venv, self.remaining())
+        self.report["code"] = {"rev": "django-eventstream peer (bench/peers/eventstream)", **info}
+        if self.redis is None:
+            self.redis = procs.start_redis(self.tmp, self.deadline)
+        env = peer.peer_env(self.redis.port, self.secret)
+        self.workers = peer.start_peer_workers(self.args.workers, env, self.tmp, self.deadline)
 
     def what_if_env(self, root: Path) -> dict[str, str]:
         """Environment for bench/sitehooks when a what-if option is given; empty for the plain core."""
@@ -237,16 +300,36 @@ class Run:
     async def warm_up(self) -> None:
         """Touch the stats and publish paths on every worker, so the baseline includes what they load."""
         for worker in self.workers:
-            connection = HttpConnection("127.0.0.1", worker.port, headers={"Authorization": f"Token {self.token}"})
+            connection = HttpConnection("127.0.0.1", worker.port, headers=self.auth_headers())
             try:
-                event = {"topic": "bench.warmup", "type": EVENT_TYPE, "data": {"seq": -1, "sent_at": time.time()}}
+                path, event = self.publish_request("bench.warmup", {"seq": -1, "sent_at": time.time()})
                 for _ in range(3):
-                    status, body = await connection.request("POST", "/api/publish", event, timeout=self.remaining(20))
+                    status, body = await connection.request("POST", path, event, timeout=self.remaining(20))
                     if status != 202:
                         raise BenchError(f"warm-up publish on {worker.name}: {status} {body!r}")
             finally:
                 connection.close()
         await self.stats()
+
+    async def warm_streams(self) -> None:
+        """Open one stream per worker, read its first bytes, close it: what the first stream loads is then in
+        the baseline (the peer, for one, starts its Redis listener at its first stream)."""
+        request = (
+            f"GET {self.stream_path()} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+        for worker in self.workers:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", worker.port), self.remaining(10)
+            )
+            try:
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.remaining(20))
+                if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                    raise BenchError(f"warm-up stream on {worker.name}: {head[:200]!r}")
+                await asyncio.wait_for(reader.read(1), self.remaining(20))
+            finally:
+                writer.close()
+        await asyncio.sleep(0.5)  # the workers see the disconnects
 
     def start_clients(self) -> list[list[tuple[int, str]]]:
         args = self.args
@@ -256,7 +339,7 @@ class Run:
             worker = self.workers[index % args.workers]
             source = sources[(index // args.workers) % len(sources)]
             targets[index % args.clients].append((worker.port, source))
-        path = f"/realtime/connect?topics={args.topic}"
+        path = self.stream_path()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
         )
@@ -272,6 +355,7 @@ class Run:
                 "connect_timeout": args.connect_timeout,
                 "deadline": wall_deadline,
                 "uvloop": not args.no_uvloop,
+                "ready_on": "first-bytes" if self.peer else "connected",
             }
             process = context.Process(target=loadclient.main, args=(child, config), name=f"bench-client{index}")
             process.daemon = True
@@ -305,34 +389,34 @@ class Run:
             "time_to_connected_s": percentiles(connect_secs),
         }
 
-    async def publish(self) -> dict[str, Any]:
-        """Publish --events events at --rate through keep-alive connections spread over the workers."""
+    async def publish(self, events: int = 0, rate: float = 0.0) -> dict[str, Any]:
+        """Publish `events` events (default --events) at `rate` per second (default --rate) through keep-alive
+        connections spread over the workers."""
         args = self.args
+        events = events or args.events
+        rate = rate or args.rate
         loop = asyncio.get_running_loop()
         pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
         connections = [
-            HttpConnection(
-                "127.0.0.1",
-                self.workers[index % len(self.workers)].port,
-                headers={"Authorization": f"Token {self.token}"},
-            )
+            HttpConnection("127.0.0.1", self.workers[index % len(self.workers)].port, headers=self.auth_headers())
             for index in range(max(1, args.publish_concurrency))
         ]
         for connection in connections:
             pool.put_nowait(connection)
-        sent_at = [0.0] * args.events
-        post_secs = [0.0] * args.events
+        sent_at = [0.0] * events
+        post_secs = [0.0] * events
         statuses: Counter[str] = Counter()
         padding = "x" * args.payload_bytes
 
         async def one(seq: int, connection: HttpConnection) -> None:
             now = time.time()
             sent_at[seq] = now
-            event = {"topic": args.topic, "type": EVENT_TYPE, "data": {"seq": seq, "sent_at": now}}
+            data: dict[str, Any] = {"seq": seq, "sent_at": now}
             if padding:
-                event["data"]["pad"] = padding
+                data["pad"] = padding
+            path, event = self.publish_request(args.topic, data)
             try:
-                status, _ = await connection.request("POST", "/api/publish", event, timeout=10)
+                status, _ = await connection.request("POST", path, event, timeout=10)
                 statuses[str(status)] += 1
             except (HttpError, OSError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
@@ -343,8 +427,8 @@ class Run:
         tasks = []
         start = loop.time() + 0.05
         try:
-            for seq in range(args.events):
-                delay = start + seq / args.rate - loop.time()
+            for seq in range(events):
+                delay = start + seq / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(min(delay, self.remaining()))
                 wait = self.remaining(30)
@@ -358,9 +442,9 @@ class Run:
                 connection.close()
         span = max(sent_at) - min(sent_at)
         return {
-            "events": args.events,
-            "rate_target": args.rate,
-            "rate_achieved": (args.events - 1) / span if span > 0 else None,
+            "events": events,
+            "rate_target": rate,
+            "rate_achieved": (events - 1) / span if span > 0 else None,
             "statuses": dict(statuses),
             "accepted": statuses.get("202", 0),
             "post_latency_s": percentiles(post_secs),
@@ -388,7 +472,10 @@ class Run:
         stamp = self.report["stamp"]
         for worker in self.workers:
             out = self.args.results_dir / f"{self.args.name}-{stamp}-{worker.name}-{worker.pid}.pyspy.txt"
-            process = pyspy.start(worker.pid, out, seconds, native=self.args.profile_native)
+            if self.peer:
+                process = start_pyspy_gil(worker.pid, out, seconds)
+            else:
+                process = pyspy.start(worker.pid, out, seconds, native=self.args.profile_native)
             if process is not None:
                 self.profilers.append(process)
                 outputs.append({"worker": worker.name, "path": out})
@@ -404,12 +491,15 @@ class Run:
             error = process.stderr.read().decode(errors="replace")[-500:] if process.stderr else ""
             path = output["path"]
             if process.returncode == 0 and path.exists():
-                summaries.append({"worker": output["worker"], "path": str(path), **pyspy.summarise(path)})
+                summary = pyspy.summarise(path, main_thread_only=not self.peer)
+                summaries.append({"worker": output["worker"], "path": str(path), **summary})
             else:
                 summaries.append({"worker": output["worker"], "error": f"py-spy exited {process.returncode}: {error}"})
+        self.profilers = []
         return summaries
 
-    async def main(self) -> dict[str, Any]:
+    async def prepare(self) -> tuple[list[list[tuple[int, str]]], dict[str, Any]]:
+        """Servers up and warm, client processes started (not connected); (their targets, the baseline)."""
         args = self.args
         report = self.report
         report["stamp"] = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -419,6 +509,8 @@ class Run:
 
         await self.start_servers()
         await self.warm_up()
+        if args.warm_stream:
+            await self.warm_streams()
         targets = self.start_clients()
         for index in range(len(self.clients)):
             reply = await self.recv(index, 60)
@@ -426,7 +518,40 @@ class Run:
                 raise BenchError(f"client process {index} said {reply[0]!r} instead of 'ready'")
         await asyncio.sleep(args.settle)
         self.check_alive()
-        baseline = self.snapshot()
+        return targets, self.snapshot()
+
+    async def publish_step(self, events: int, rate: float, held: int, profile: int = 0) -> dict[str, Any]:
+        """Publish `events` at `rate` to the `held` streams and wait for them; the streams stay open.
+
+        Returns the publish and drain results, the /proc readings before and after, the workers' stats
+        and GC counts after, and the py-spy summaries when `profile` (seconds) is given.
+        """
+        await self.ask_all(("expect", events), 30)
+        print(f"publishing {events} events at {rate}/s to {held} streams ...", file=sys.stderr)
+        profiles = self.start_profilers(profile) if profile else []
+        gc_before = self.gc_snapshot()
+        before_publish = self.snapshot()
+        publish = await self.publish(events, rate)
+        drain = await self.drain(held * publish["accepted"])
+        after_publish = self.snapshot()
+        await asyncio.sleep(1.1)  # the hooks write their counters every second
+        step = {
+            "publish": publish,
+            "drain": drain,
+            "before_publish": before_publish,
+            "after_publish": after_publish,
+            "gc": gc_deltas(gc_before, self.gc_snapshot()),
+            "stats": await self.stats(),
+            "loadavg_end": os.getloadavg(),
+        }
+        if profiles:
+            step["profiles"] = await self.finish_profilers(profiles)
+        return step
+
+    async def main(self) -> dict[str, Any]:
+        args = self.args
+        report = self.report
+        targets, baseline = await self.prepare()
 
         print(f"opening {args.connections} streams over {args.workers} workers ...", file=sys.stderr)
         report["connect"] = await self.connect(targets)
@@ -438,21 +563,14 @@ class Run:
         if held == 0:
             raise BenchError(f"no stream connected: {report['connect']['errors']}")
 
-        await self.ask_all(("expect", args.events), 30)
-        print(f"publishing {args.events} events at {args.rate}/s to {held} streams ...", file=sys.stderr)
-        profiles = self.start_profilers(args.profile) if args.profile else []
-        gc_before = self.gc_snapshot()
-        before_publish = self.snapshot()
-        report["publish"] = await self.publish()
-        expected = held * report["publish"]["accepted"]
-        report["drain"] = await self.drain(expected)
-        after_publish = self.snapshot()
-        await asyncio.sleep(1.1)  # the hooks write their counters every second
-        report["gc"] = gc_deltas(gc_before, self.gc_snapshot())
-        stats_published = await self.stats()
-        report["loadavg_end"] = os.getloadavg()
-        if profiles:
-            report["profiles"] = await self.finish_profilers(profiles)
+        step = await self.publish_step(args.events, args.rate, held, args.profile)
+        report["publish"], report["drain"] = step["publish"], step["drain"]
+        before_publish, after_publish = step["before_publish"], step["after_publish"]
+        report["gc"] = step["gc"]
+        stats_published = step["stats"]
+        report["loadavg_end"] = step["loadavg_end"]
+        if "profiles" in step:
+            report["profiles"] = step["profiles"]
 
         results = [reply[1] for reply in await self.ask_all(("stop",), 60)]
         report["samples"] = {
@@ -491,13 +609,27 @@ class Run:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
-        for managed in [*self.workers, *([self.redis] if self.redis else [])]:
+        owned_redis = [self.redis] if self.redis is not None and self.redis is not self.shared_redis else []
+        for managed in [*self.workers, *owned_redis]:
             with contextlib.suppress(Exception):
                 managed.stop()
         if self.args.keep_tmp:
             print(f"kept {self.tmp}", file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def start_pyspy_gil(pid: int, out: Path, seconds: int) -> subprocess.Popen | None:
+    """py-spy on the thread holding the GIL only, for the peer: Django gives each of its open streams an OS
+    thread (the per-request executor of a sync view), and `--threads` over thousands of them cannot keep up
+    (it timed out with 1,250 streams per worker). Samples are not split per thread: the GIL holder is the event
+    loop nearly always."""
+    exe = pyspy.binary()
+    if exe is None:
+        return None
+    args = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "--duration", str(seconds)]
+    args += ["--rate", "100", "--gil", "--nonblocking"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def gc_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -651,6 +783,7 @@ def render(report: dict[str, Any]) -> str:
     comp, spread = dl["completion_s"], dl["first_to_last_s"]
     errors = ", ".join(f"{name} x{count}" for name, count in conn["errors"].items()) or "none"
     cores = report["machine"]["nproc"]
+    ready_label = "first bytes" if args.get("target", "livesite") != "livesite" else "`connected`"
 
     def cpu_line(phase: str, wall: float) -> str:
         values = cpu_[phase]
@@ -674,7 +807,7 @@ def render(report: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| streams held | {conn['held']:,} of {conn['requested']:,} ({args['workers']} workers, "
         f"{args['clients']} client process(es), {args['sources']} source address(es)); failed: {errors} |",
-        f"| connect | {conn['wall_s']:.2f} s, {conn['rate_per_s'] or 0:,.0f} streams/s; time to `connected` "
+        f"| connect | {conn['wall_s']:.2f} s, {conn['rate_per_s'] or 0:,.0f} streams/s; time to {ready_label} "
         f"p50 {ms(conn['time_to_connected_s']['p50'])} ms, p99 {ms(conn['time_to_connected_s']['p99'])} ms |",
         f"| published | {pub['accepted']} of {pub['events']} accepted ({pub['statuses']}), {rate} events/s "
         f"(target {pub['rate_target']:g}); POST p50 {ms(pub['post_latency_s']['p50'])} ms, "

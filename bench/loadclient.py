@@ -3,17 +3,31 @@
 Raw asyncio (a Protocol per stream, no task, no StreamReader, no httpx), uvloop when installed. Each stream
 is a socket bound to a source address 127.0.0.x with IP_BIND_ADDRESS_NO_PORT (the port is picked at
 connect, per destination, so one source address is not capped at ~28,000 ports over all workers), then
-`GET /realtime/connect?topics=...` over HTTP/1.1, parsed as chunked transfer encoding and SSE frames.
+the configured request (`GET /realtime/connect?topics=...` for livesite, `GET /events/?channel=...` for
+django-eventstream) over HTTP/1.1, parsed as chunked transfer encoding and SSE frames.
+
+A stream counts as held at livesite's `connected` frame (ready_on="connected"), or, for a server without
+such a frame (django-eventstream opens with a padding comment and `event: stream-open`), once the headers
+and the first body bytes arrived (ready_on="first-bytes"). Benchmark events are frames of type
+`bench.tick` whose JSON holds `seq` and `sent_at` either in livesite's envelope (`{"id", ..., "data":
+{"seq", "sent_at"}, "published_at"}`) or flat (`{"seq", "sent_at", "published_at"}`, the peer's).
 
 Every delivery of a benchmark event is recorded as (receive time - the event's send time) and (receive
 time - its `published_at`). All streams receive the same bytes for an event (or for the several events
 a worker writes as one chunk), so the parsed result of a chunk is cached by its bytes: after the first
 stream, a delivery costs one dict lookup.
 
+Frames of the event types listed in config["watch_types"] (optional) are recorded per stream as they
+are, for benchmarks whose events are not the publisher's own `bench.tick` ones (e.g. coalesced
+`like.created`): each distinct event id once (type, data) with every stream's receive time, and per stream
+the ids in the order received. The parent side of a client process is `ClientProcess`.
+
 It says ("ready", pid) once started, then waits for ("connect",) and answers ("connected", {...}) when every
-stream is open or has failed. Then commands, each answered on the pipe: ("expect", events) -> ("ok",); ("status",) ->
-("status", {...}); ("stop",) -> ("result", {...}), then the process closes every stream and exits. It also
-exits by itself at its deadline.
+stream is open or has failed. Then commands, each answered on the pipe: ("expect", events) -> ("ok",) (also
+starts a new measurement: counters and latencies from before are dropped); ("status",) -> ("status", {...});
+("result",) -> ("result", {...}) and carry on; ("trim", {port: keep}) -> ("trimmed", open streams) after
+closing all but the first `keep` streams to each port (closed on purpose: not counted as lost); ("stop",) ->
+("result", {...}), then the process closes every stream and exits. It also exits by itself at its deadline.
 """
 
 import asyncio
@@ -39,10 +53,24 @@ _now = time.time
 class Stream(asyncio.Protocol):
     """One SSE stream. Parses chunked encoding and frames; hands benchmark events to its Client."""
 
-    __slots__ = ("chunked", "client", "connection_id", "headers_done", "raw", "ready", "seen", "sse", "transport")
+    __slots__ = (
+        "chunked",
+        "client",
+        "closed_on_purpose",
+        "connection_id",
+        "headers_done",
+        "port",
+        "raw",
+        "ready",
+        "seen",
+        "sse",
+        "transport",
+    )
 
-    def __init__(self, client: "Client", ready: asyncio.Future) -> None:
+    def __init__(self, client: "Client", ready: asyncio.Future, port: int = 0) -> None:
         self.client = client
+        self.port = port
+        self.closed_on_purpose = False
         self.ready: asyncio.Future | None = ready
         self.transport: asyncio.Transport | None = None
         self.raw = b""
@@ -61,6 +89,8 @@ class Stream(asyncio.Protocol):
         if self.ready is not None:
             if not self.ready.done():
                 self.ready.set_exception(ConnectionError(f"closed before 'connected': {exc!r}"))
+            return
+        if self.closed_on_purpose:
             return
         client.open_streams -= 1
         client.lost_streams += 1
@@ -96,6 +126,8 @@ class Stream(asyncio.Protocol):
             self.chunked = b"transfer-encoding: chunked" in head
             self.headers_done = True
             pos = end + 4
+        if self.ready is not None and self.client.ready_on_first_bytes and pos < len(raw) and not self.ready.done():
+            self.ready.set_result(now)
         seqs: list[int] | None = []
         length = len(raw)
         while pos < length:
@@ -133,7 +165,7 @@ class Stream(asyncio.Protocol):
     def _frame(self, frame: bytes, now: float) -> int | None:
         client = self.client
         if frame.startswith(b":"):
-            client.comments += 1
+            client.comments += 1  # livesite's keep-alive; the peer's 2 KiB padding when it opens
             return None
         event, data, event_id = b"message", b"", b""
         for line in frame.split(b"\n"):
@@ -151,8 +183,14 @@ class Stream(asyncio.Protocol):
             self.connection_id = json.loads(data)["connection_id"]
             if self.ready is not None and not self.ready.done():
                 self.ready.set_result(now)
-        elif event == b"reset":
+        elif event in (b"reset", b"stream-reset", b"stream-error"):
             client.resets += 1
+        elif event == b"keep-alive":
+            client.comments += 1  # the peer's keep-alive, `event: keep-alive` with empty data
+        elif event == b"stream-open":
+            pass  # the peer's first frame
+        elif event in client.watch_types:
+            client.watch(self, event_id, event, data, now)
         elif data:
             client.other_frames += 1
         return None
@@ -167,6 +205,7 @@ class Client:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.request = config["request"]
+        self.ready_on_first_bytes = config.get("ready_on", "connected") == "first-bytes"
         self.streams: list[Stream] = []
         self.open_streams = 0
         self.lost_streams = 0
@@ -188,6 +227,13 @@ class Client:
         self.comments = 0
         self.resets = 0
         self.other_frames = 0
+        # Watched event types (config["watch_types"], optional): see the module docstring.
+        self.watch_types = frozenset(t.encode() if isinstance(t, str) else t for t in config.get("watch_types", ()))
+        self.watched_index: dict[bytes, int] = {}
+        self.watched_events: list[tuple[str, str, str]] = []
+        self.watched_times: list[array] = []
+        self.watched_logs: dict[Stream, list[int]] = {}
+        self.watched_received = 0
 
     # -- connecting -------------------------------------------------------------------------------
 
@@ -222,7 +268,7 @@ class Client:
                 sock.bind((source, 0))
                 await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
                 ready = loop.create_future()
-                stream = Stream(self, ready)
+                stream = Stream(self, ready, port)
                 transport, _ = await loop.create_connection(lambda: stream, sock=sock)
                 connected_at = await asyncio.wait_for(ready, timeout)
             except (OSError, TimeoutError, ConnectionError) as exc:
@@ -240,8 +286,15 @@ class Client:
     # -- recording --------------------------------------------------------------------------------
 
     def expect(self, events: int) -> None:
-        """Prepare to record `events` benchmark events (seq 0..events-1) on every stream."""
+        """Prepare to record `events` benchmark events (seq 0..events-1) on every stream, from zero."""
         self.events = events
+        self.cache = {}
+        self.ids = {}
+        self.lat_sent = array("d")
+        self.lat_published = array("d")
+        self.received = 0
+        self.duplicates = 0
+        self.unknown = 0
         self.sent_at = array("d", bytes(8 * events))
         self.published_at = array("d", bytes(8 * events))
         self.counts = [0] * events
@@ -253,16 +306,18 @@ class Client:
                 stream.seen = bytearray(events)
 
     def seq_of(self, event_id: bytes, data: bytes) -> int:
-        seq = self.ids.get(event_id)
+        key = event_id or data  # the peer sends no `id:` without event storage; its data is unique per event
+        seq = self.ids.get(key)
         if seq is None:
             payload = json.loads(data)
-            seq = int(payload["data"]["seq"])
+            inner = payload["data"] if isinstance(payload.get("data"), dict) else payload
+            seq = int(inner["seq"])
             if not 0 <= seq < self.events:
                 self.unknown += 1
                 return -1
-            self.sent_at[seq] = payload["data"]["sent_at"]
+            self.sent_at[seq] = inner["sent_at"]
             self.published_at[seq] = payload["published_at"]
-            self.ids[event_id] = seq
+            self.ids[key] = seq
         return seq
 
     def record(self, stream: Stream, seq: int, now: float) -> None:
@@ -282,14 +337,31 @@ class Client:
         self.lat_published.append(now - self.published_at[seq])
         self.received += 1
 
+    def watch(self, stream: Stream, event_id: bytes, event: bytes, data: bytes, now: float) -> None:
+        """Record one frame of a watched type: its receive time, and its place in the stream's sequence."""
+        index = self.watched_index.get(event_id)
+        if index is None:
+            index = self.watched_index[event_id] = len(self.watched_events)
+            self.watched_events.append((event_id.decode(), event.decode(), data.decode()))
+            self.watched_times.append(array("d"))
+        self.watched_times[index].append(now)
+        self.watched_logs.setdefault(stream, []).append(index)
+        self.watched_received += 1
+
     def status(self) -> dict[str, Any]:
-        return {
+        status = {
             "received": self.received,
             "open": self.open_streams,
             "lost": self.lost_streams,
             "duplicates": self.duplicates,
             "resets": self.resets,
         }
+        if self.watch_types:
+            status["watched_received"] = self.watched_received
+            status["watched_events"] = [
+                (*event, len(times)) for event, times in zip(self.watched_events, self.watched_times, strict=True)
+            ]
+        return status
 
     def result(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -305,7 +377,34 @@ class Client:
             "other_frames": self.other_frames,
             "max_rss_kb": usage.ru_maxrss,
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            **self.watched_result(),
         }
+
+    def watched_result(self) -> dict[str, Any]:
+        """Watched events: (id, type, data) each, their receive times, and per held stream its sequence."""
+        if not self.watch_types:
+            return {}
+        return {
+            "watched_events": self.watched_events,
+            "watched_times": [times.tobytes() for times in self.watched_times],
+            "watched_per_stream": [self.watched_logs.get(stream, []) for stream in self.streams],
+        }
+
+    def trim(self, keep: dict[int, int]) -> int:
+        """Close all but the first keep[port] streams to each port (on purpose: not counted as lost)."""
+        kept: list[Stream] = []
+        per_port: Counter[int] = Counter()
+        for stream in self.streams:
+            per_port[stream.port] += 1
+            if per_port[stream.port] <= keep.get(stream.port, 0):
+                kept.append(stream)
+                continue
+            stream.closed_on_purpose = True
+            self.open_streams -= 1
+            if stream.transport is not None:
+                stream.transport.close()
+        self.streams = kept
+        return self.open_streams
 
     def close_all(self) -> None:
         for stream in self.streams:
@@ -357,6 +456,10 @@ async def _serve(pipe: Any, config: dict[str, Any]) -> None:
                 pipe.send(("ok",))
             elif command[0] == "status":
                 pipe.send(("status", client.status()))
+            elif command[0] == "result":
+                pipe.send(("result", client.result()))
+            elif command[0] == "trim":
+                pipe.send(("trimmed", client.trim(command[1])))
             elif command[0] == "stop":
                 if len(command) == 1:
                     pipe.send(("result", client.result()))
@@ -364,6 +467,62 @@ async def _serve(pipe: Any, config: dict[str, Any]) -> None:
     finally:
         client.close_all()
         await asyncio.sleep(0.2)
+
+
+class ClientProcess:
+    """The parent's side of one client process: started with `config`, driven over its pipe from asyncio."""
+
+    def __init__(self, config: dict[str, Any], name: str = "client") -> None:
+        import multiprocessing  # Imported here: client processes themselves never need it.
+
+        context = multiprocessing.get_context("spawn")
+        self.name = name
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=main, args=(child, config), name=f"bench-{name}", daemon=True)
+        self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def recv(self, timeout: float) -> tuple:
+        """The next message from the process, within `timeout` seconds (TimeoutError, ConnectionError)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        fileno = self.pipe.fileno()
+
+        def ready() -> None:
+            loop.remove_reader(fileno)
+            if not future.done():
+                try:
+                    future.set_result(self.pipe.recv())
+                except (EOFError, OSError) as exc:
+                    future.set_exception(ConnectionError(f"{self.name} went away: {exc!r}"))
+
+        loop.add_reader(fileno, ready)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} did not answer within {timeout:.0f}s") from None
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(fileno)
+
+    async def ask(self, command: tuple, timeout: float) -> tuple:
+        self.pipe.send(command)
+        return await self.recv(timeout)
+
+    def stop(self) -> None:
+        """Close the pipe (the process then stops by itself) and make sure it is gone, by its PID."""
+        with contextlib.suppress(OSError):
+            self.pipe.close()
+        for stop in (None, self.process.terminate, self.process.kill):
+            if stop is not None:
+                stop()
+            self.process.join(timeout=5)
+            if not self.process.is_alive():
+                return
 
 
 def main(pipe: Any, config: dict[str, Any]) -> None:

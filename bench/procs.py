@@ -7,6 +7,7 @@ process started here is stopped here, by PID (also when the parent dies: PR_SET_
 import contextlib
 import ctypes
 import json
+import math
 import os
 import re
 import resource
@@ -244,20 +245,66 @@ def prepare_site(env: dict[str, str], root: Path, deadline: float) -> dict[str, 
     return json.loads(output.strip().splitlines()[-1])
 
 
-def start_workers(count: int, env: dict[str, str], tmp: Path, root: Path, deadline: float) -> list[Managed]:
+def start_workers(
+    count: int,
+    env: dict[str, str],
+    tmp: Path,
+    root: Path,
+    deadline: float,
+    *,
+    ports: list[int] | None = None,
+    prefix: str = "w",
+) -> list[Managed]:
+    """Start `count` workers on free ports (or on `ports`, chosen beforehand); named and logged as <prefix><i>."""
     workers = []
     for index in range(count):
-        port = free_port()
+        port = ports[index] if ports else free_port()
         # The site's own entry point (Daphne on uvloop) where the revision has one, else plain Daphne.
         launcher = [PYTHON, "-m", "livesite.serve"] if (root / "livesite" / "serve.py").exists() else [DAPHNE]
         args = [*launcher, "-b", "127.0.0.1", "-p", str(port), "livesite.asgi:application"]
-        log_path = tmp / f"w{index}-{port}.log"
+        log_path = tmp / f"{prefix}{index}-{port}.log"
         worker_env = dict(env)
         if "BENCH_GC_STATS" in env:
-            worker_env["BENCH_GC_STATS"] = str(tmp / f"gc-w{index}.json")
-        workers.append(_spawn(f"w{index}", args, env=worker_env, log_path=log_path, port=port, cwd=root))
+            worker_env["BENCH_GC_STATS"] = str(tmp / f"gc-{prefix}{index}.json")
+        workers.append(_spawn(f"{prefix}{index}", args, env=worker_env, log_path=log_path, port=port, cwd=root))
     for index, worker in enumerate(workers):
         if "BENCH_GC_STATS" in env:
-            worker.info["gc_stats"] = str(tmp / f"gc-w{index}.json")
+            worker.info["gc_stats"] = str(tmp / f"gc-{prefix}{index}.json")
         wait_for_port(worker.port, worker.process, deadline)
     return workers
+
+
+# -- small helpers shared by the benchmarks -------------------------------------------------------
+
+
+def percentiles(values: Any, points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles and the max of `values`, in their unit; None when there are no values."""
+    ordered = sorted(values)
+    result: dict[str, float | None] = {}
+    for point in points:
+        key = f"p{point:g}".replace(".", "_")
+        result[key] = ordered[max(0, math.ceil(point / 100 * len(ordered)) - 1)] if ordered else None
+    result["max"] = ordered[-1] if ordered else None
+    return result
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine and the code: cores, memory, kernel, Python, git commit and files changed."""
+    import platform  # Imported here: only the benchmarks' reports need it.
+
+    with open("/proc/meminfo") as handle:
+        total_kb = int(handle.readline().split()[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout
+
+    return {
+        "cpus": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "mem_gib": round(total_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "git_commit": git("rev-parse", "HEAD").strip(),
+        "git_dirty_files": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()],
+        "nofile": raise_nofile_limit(),
+    }
