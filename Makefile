@@ -8,7 +8,7 @@ BASE_PORT ?= 8101
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run run-cluster test lint format bench screenshot clean
+.PHONY: help venv run run-cluster test test-postgres lint format bench screenshot clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ test: venv ## Set up and run the whole test suite (lint included)
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/pytest
+
+PG_URL ?= postgres://postgres@127.0.0.1:5432/livesite
+test-postgres: venv ## The database-touching tests again on PostgreSQL (PG_URL; its test database is created)
+	DATABASE_URL=$(PG_URL) $(BIN)/pytest -q tests/likes tests/presence tests/realtime --create-db
 
 lint: venv ## ruff format + lint, fixing what it can
 	$(BIN)/ruff format .
