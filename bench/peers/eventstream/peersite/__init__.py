@@ -1,0 +1,1 @@
+"""A minimal Django project serving django-eventstream, the peer in bench/sidebyside.py."""
