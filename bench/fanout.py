@@ -41,6 +41,7 @@ from typing import Any
 
 from bench import loadclient, peer, procs, pyspy
 from bench.httpmini import HttpConnection, HttpError
+from bench.procs import percentiles
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENT_TYPE = "bench.tick"
@@ -116,17 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- statistics ----------------------------------------------------------------------------------
-
-
-def percentiles(values: list[float] | array, points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
-    """Nearest-rank percentiles and the max, in the values' unit; None when there are no values."""
-    ordered = sorted(values)
-    result: dict[str, float | None] = {}
-    for point in points:
-        key = f"p{point:g}".replace(".", "_")
-        result[key] = ordered[max(0, math.ceil(point / 100 * len(ordered)) - 1)] if ordered else None
-    result["max"] = ordered[-1] if ordered else None
-    return result
 
 
 def ms(value: float | None) -> str:

@@ -50,6 +50,7 @@ from typing import Any
 
 from bench import loadclient, procs
 from bench.httpmini import HttpConnection
+from bench.procs import percentiles
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENT_TYPE = "bench.tick"  # the type bench/loadclient.py times
@@ -62,17 +63,6 @@ class BenchError(Exception):
 
 
 # -- small helpers, shared with bench/dispatch.py ------------------------------------------------
-
-
-def percentiles(values: Any, points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
-    """Nearest-rank percentiles and the max, in the values' unit; None when there are no values."""
-    ordered = sorted(values)
-    result: dict[str, float | None] = {}
-    for point in points:
-        key = f"p{point:g}".replace(".", "_")
-        result[key] = ordered[max(0, math.ceil(point / 100 * len(ordered)) - 1)] if ordered else None
-    result["max"] = ordered[-1] if ordered else None
-    return result
 
 
 def ms(value: float | None) -> str:
