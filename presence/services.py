@@ -131,6 +131,9 @@ async def asweep_forever() -> None:
             next_reconcile = loop.time() + conf.get("RECONCILE_SECS")
             # A task of its own: a slow database must not delay offline detection.
             reconciling = loop.create_task(_areconcile_logged(), name="presence-reconcile")
+            # It writes the table too: aflush_table_writes waits for it like for any other copy.
+            _table_writes.add(reconciling)
+            reconciling.add_done_callback(_table_writes.discard)
 
 
 async def _areconcile_logged() -> None:

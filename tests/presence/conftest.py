@@ -1,6 +1,6 @@
 """Fixtures for presence tests: an in-memory store and a recorder in place of the real-time publisher."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ class Published(list):
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch, presence_settings: dict[str, Any]) -> Iterator[Published]:
+async def published(monkeypatch: pytest.MonkeyPatch, presence_settings: dict[str, Any]) -> AsyncIterator[Published]:
     sent = Published()
 
     async def fake_apublish(topic: str, event_type: str, data: Any) -> None:
@@ -38,4 +38,7 @@ def published(monkeypatch: pytest.MonkeyPatch, presence_settings: dict[str, Any]
 
     monkeypatch.setattr(services, "apublish", fake_apublish)
     yield sent
+    # A transition's table copy runs in a thread after the test's last await; the database is flushed at
+    # teardown, and a write still running then makes the flush fail ("database table is locked").
+    await services.aflush_table_writes()
     services.reset_store()
