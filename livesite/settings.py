@@ -184,6 +184,7 @@ REALTIME = {
     "MAX_TOPICS_PER_CONNECTION": _env_int("REALTIME_MAX_TOPICS_PER_CONNECTION", 128),
     "MAX_PENDING_FRAMES": _env_int("REALTIME_MAX_PENDING_FRAMES", 1000),
     "RETRY_MS": _env_int("REALTIME_RETRY_MS", 2000),
+    "FLUSH_MS": _env_float("REALTIME_FLUSH_MS", 20),
     "RPC_TIMEOUT_SECS": _env_float("REALTIME_RPC_TIMEOUT_SECS", 3),
     "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",

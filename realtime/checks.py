@@ -36,4 +36,11 @@ def check_realtime_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
         )
     if conf.get("KEEPALIVE_SECS") <= 0:
         problems.append(Error("REALTIME KEEPALIVE_SECS must be positive", id="realtime.E003"))
+    if not 0 <= conf.get("FLUSH_MS") <= 1000:
+        problems.append(
+            Error(
+                "REALTIME FLUSH_MS must be between 0 and 1000 (it adds up to that to a busy topic's latency)",
+                id="realtime.E004",
+            )
+        )
     return problems

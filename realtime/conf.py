@@ -16,6 +16,9 @@ DEFAULTS: dict[str, Any] = {
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,
     "RETRY_MS": 2000,
+    # A stream gets at most one write per topic per FLUSH_MS: events arriving sooner after the previous
+    # fan-out wait for the next one and go out together (realtime.outbox). 0: every event at once.
+    "FLUSH_MS": 20.0,
     # How long a subscription request waits for the worker that holds the connection.
     "RPC_TIMEOUT_SECS": 3.0,
     "DATA_CENTER": "dc1",

@@ -21,6 +21,7 @@ from realtime import conf, daphne, sse
 from realtime.census import CENSUS_PREFIX, Census, get_store
 from realtime.dispatcher import EVENT, EVENTS, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
+from realtime.outbox import Outbox
 from realtime.publish import apublish
 from realtime.topics import MAX_TOPIC_LENGTH, can_read
 
@@ -54,6 +55,7 @@ class Worker:
         heartbeat_handler: Callable[[list[int]], Awaitable[None]] | None = None,
         background_tasks: Iterable[Callable[[], Awaitable[None]]] = (),
         census: Census | None = None,
+        flush_secs: float = 0.02,
     ) -> None:
         self.dispatcher = dispatcher
         self.hub = Hub()
@@ -65,6 +67,7 @@ class Worker:
         self.heartbeat_handler = heartbeat_handler
         self.background_tasks = list(background_tasks)
         self.census = census
+        self.outbox = Outbox(self._deliver, flush_secs=flush_secs)
         self.channel = ""
         self.registered: set[str] = set()
         self._topic_locks: dict[str, list[Any]] = {}  # topic -> [lock, users]
@@ -82,6 +85,7 @@ class Worker:
         self.channel = await self.dispatcher.anew_worker_channel()
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
+            self._task(self.outbox.run(), name="realtime-flush"),
             self._task(self._every(self.lease_secs / 3, self._refresh_leases), name="realtime-leases"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
         ]
@@ -253,10 +257,12 @@ class Worker:
                 if kind == EVENTS:
                     self.stats["received_messages"] += 1
                     for topic, frames in message["events"]:
-                        await self._deliver(topic, frames)
+                        self.stats["received_events"] += len(frames)
+                        await self.outbox.put(topic, frames)
                 elif kind == EVENT:
                     self.stats["received_messages"] += 1
-                    await self._deliver(message["topic"], message["frames"])
+                    self.stats["received_events"] += len(message["frames"])
+                    await self.outbox.put(message["topic"], message["frames"])
                 elif kind == RPC:
                     self._spawn(self._serve_rpc(message))
                 elif kind == REPLY:
@@ -272,8 +278,7 @@ class Worker:
                 await asyncio.sleep(_ERROR_BACKOFF_SECS)
 
     async def _deliver(self, topic: str, frames: list[bytes]) -> None:
-        self.stats["received_events"] += len(frames)
-        # Several events for one topic travel together and go out as one write per stream.
+        # Several events for one topic (one round, or one flush interval) go out as one write per stream.
         chunk = frames[0] if len(frames) == 1 else b"".join(frames)
         if not await self.hub.fan_out(topic, chunk, frames=len(frames)):
             self.stats["stray_events"] += len(frames)
@@ -354,6 +359,8 @@ class Worker:
             "members": len(self.hub.members),
             **self.stats,
             **self.hub.stats,
+            **{f"outbox_{name}": value for name, value in self.outbox.stats.items()},
+            "outbox_waiting": self.outbox.frames,
             **{f"dispatch_{name}": value for name, value in self.dispatcher.stats.items()},
         }
 
@@ -383,6 +390,7 @@ async def aget_worker() -> Worker:
                 heartbeat_handler=import_string(handler_path) if handler_path else None,
                 background_tasks=[import_string(path) for path in conf.get("BACKGROUND_TASKS")],
                 census=Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS")),
+                flush_secs=conf.get("FLUSH_MS") / 1000,
             )
             await worker.astart()
             daphne.on_shutdown(worker.astop)
