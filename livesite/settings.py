@@ -185,6 +185,7 @@ REALTIME = {
     "MAX_PENDING_FRAMES": _env_int("REALTIME_MAX_PENDING_FRAMES", 1000),
     "RETRY_MS": _env_int("REALTIME_RETRY_MS", 2000),
     "FLUSH_MS": _env_float("REALTIME_FLUSH_MS", 20),
+    "TOKEN_CACHE_SECS": _env_float("REALTIME_TOKEN_CACHE_SECS", 10),
     "RPC_TIMEOUT_SECS": _env_float("REALTIME_RPC_TIMEOUT_SECS", 3),
     "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
     "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
@@ -216,7 +217,7 @@ LIKES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "realtime.tokens.CachedTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

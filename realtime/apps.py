@@ -6,4 +6,27 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Real-time platform"
 
     def ready(self) -> None:
-        from realtime import checks  # noqa: F401 (registers the system checks)
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+        from django.core.signals import setting_changed
+        from django.db.models.signals import m2m_changed, post_delete, post_save
+        from rest_framework.authtoken.models import Token
+
+        from realtime import checks, tokens  # noqa: F401 (checks: registers the system checks)
+
+        user_model = get_user_model()
+        post_delete.connect(tokens.on_token_deleted, sender=Token, dispatch_uid="realtime.tokens.token")
+        for signal in (post_save, post_delete):
+            signal.connect(tokens.on_user_changed, sender=user_model, dispatch_uid="realtime.tokens.user")
+        for through in (user_model.user_permissions.through, user_model.groups.through, Group.permissions.through):
+            m2m_changed.connect(
+                tokens.on_permissions_changed, sender=through, dispatch_uid=f"realtime.tokens.{through}"
+            )
+        setting_changed.connect(_settings_changed, dispatch_uid="realtime.tokens.settings")
+
+
+def _settings_changed(setting: str, **kwargs: object) -> None:
+    if setting == "REALTIME":
+        from realtime import tokens
+
+        tokens.reset_cache()

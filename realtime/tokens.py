@@ -1,0 +1,138 @@
+"""DRF tokens with a short memory: a service that publishes all day stops costing a query per POST.
+
+Each process keeps the users of the tokens it recently saw for TOKEN_CACHE_SECS (REALTIME settings; 0: no
+cache). Measured (bench/publish_api.py): on SQLite under Daphne every request runs in a fresh thread, so the
+token query also opened and closed a database connection, about half of a single-event publish's CPU.
+
+What that costs in freshness, and how it is bounded: in the process where a token is deleted or its user
+saved (deactivated, permissions edited through the admin), the entry goes at once (signals); other
+processes keep honouring it for at most TOKEN_CACHE_SECS. Unknown tokens are never remembered, so a wrong
+key is refused every time and cannot fill the cache.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rest_framework.authentication import TokenAuthentication
+
+from realtime import conf
+
+MAX_ENTRIES = 10_000
+
+
+class TokenCache:
+    """key -> (user, token) for ttl_secs; thread-safe (DRF authenticates in request threads)."""
+
+    def __init__(self, ttl_secs: float, *, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic):
+        self.ttl_secs = ttl_secs
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[Any, Any] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at, user, token = entry
+        if self.clock() >= expires_at:
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            return None
+        return user, token
+
+    def put(self, key: str, user: Any, token: Any) -> None:
+        if self.ttl_secs <= 0:
+            return
+        with self._lock:
+            self._entries.pop(key, None)
+            while len(self._entries) >= self.max_entries:
+                # Oldest first: dicts keep insertion order, and a re-put moves a key to the end.
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = (self.clock() + self.ttl_secs, user, token)
+
+    def forget(self, *, key: str | None = None, user_id: Any = None) -> None:
+        """Drop one token's entry, or every entry of one user."""
+        with self._lock:
+            if key is not None:
+                self._entries.pop(key, None)
+            if user_id is not None:
+                for stale in [k for k, (_, user, _) in self._entries.items() if user.pk == user_id]:
+                    del self._entries[stale]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_cache: TokenCache | None = None
+
+
+def get_cache() -> TokenCache:
+    global _cache
+    if _cache is None:
+        _cache = TokenCache(conf.get("TOKEN_CACHE_SECS"))
+    return _cache
+
+
+def reset_cache() -> None:
+    """Forget the process's cache (settings changed, tests)."""
+    global _cache
+    _cache = None
+
+
+def lookup(key: str) -> tuple[Any, Any] | None:
+    """Sync: (user, token) of an active user's token, from the cache or the database; None if refused."""
+    cache = get_cache()
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    from rest_framework.authtoken.models import Token  # Imported here: models load after the app registry.
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return None
+    cache.put(key, token.user, token)
+    return token.user, token
+
+
+def cached(key: str) -> tuple[Any, Any] | None:
+    """(user, token) if the cache holds this key now; no database access (for async callers)."""
+    return get_cache().get(key)
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """DRF's TokenAuthentication (same header, same errors), answered from the cache when it can be."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        hit = get_cache().get(key)
+        if hit is not None:
+            return hit
+        user, token = super().authenticate_credentials(key)
+        get_cache().put(key, user, token)
+        return user, token
+
+
+# -- invalidation (connected in RealtimeConfig.ready) -----------------------------------------------
+
+
+def on_token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if _cache is not None:
+        _cache.forget(key=instance.key)
+
+
+def on_user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if _cache is not None:
+        _cache.forget(user_id=instance.pk)
+
+
+def on_permissions_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A user's or a group's permissions, or a user's groups: cheaper to start over than to work out whom.
+    if _cache is not None:
+        _cache.clear()
