@@ -77,15 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ladder",
         type=float_list,
-        default=[5000, 10000, 20000, 40000, 80000, 160000],
-        help="deliveries/s asked, rising ('' for no ladder; default 5000,10000,...,160000)",
+        default=[5000, 10000, 20000, 30000, 40000, 60000, 80000, 120000, 160000, 200000, 240000, 320000],
+        help="deliveries/s asked, rising ('' for no ladder; default 5000,10000,20000,30000,...,320000)",
     )
     parser.add_argument("--ladder-secs", type=float, default=6.0, help="publishing time per ladder step")
-    parser.add_argument("--publish-concurrency", type=int, default=4, help="keep-alive publisher connections")
+    parser.add_argument("--publish-concurrency", type=int, default=8, help="keep-alive publisher connections")
     parser.add_argument("--payload-bytes", type=int, default=0, help="padding added to each event's data")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between phases before measuring")
     parser.add_argument("--drain", type=float, default=20.0, help="max seconds to wait for deliveries per step")
-    parser.add_argument("--timeout", type=float, default=480.0, help="bound of each target's run, seconds")
+    parser.add_argument("--timeout", type=float, default=720.0, help="bound of each target's run, seconds")
     parser.add_argument("--profile", type=int, default=0, help="py-spy each worker for this many seconds ...")
     parser.add_argument("--profile-at", type=int, default=0, help="... of this latency step (default: the largest)")
     parser.add_argument("--rev", default="", help="livesite as committed at this git revision (default: work tree)")
