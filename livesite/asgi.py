@@ -13,7 +13,8 @@ django_application = get_asgi_application()
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402 (after setup)
 from django.test.utils import override_settings  # noqa: E402
 
-from realtime.consumers import stream  # noqa: E402 (needs the app registry)
+from realtime import api_lane  # noqa: E402 (needs the app registry)
+from realtime.consumers import stream  # noqa: E402
 
 STREAM_PATH = "/realtime/connect"
 API_PREFIXES = ("/api/", "/realtime/")
@@ -60,5 +61,7 @@ async def application(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == STREAM_PATH:
         return await stream(scope, receive, send)
     if is_api_client(scope):
+        if api_lane.handles(scope):
+            return await api_lane.publish(scope, receive, send, api_application)
         return await api_application(scope, receive, send)
     return await django_application(scope, receive, send)

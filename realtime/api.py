@@ -1,4 +1,11 @@
-"""POST /api/publish: the generic, authenticated way for other services to publish events."""
+"""POST /api/publish: the generic, authenticated way for other services to publish events.
+
+Two doors, one behaviour: this DRF view (browsers with a session, the browsable API, the OpenAPI schema) and
+realtime.api_lane (API clients with a token: no Django request cycle). Both validate with validated_events,
+check CanPublish's permission and answer in the same JSON; tests/realtime/test_api_lane.py holds them to it.
+"""
+
+from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import permissions, serializers, status
@@ -72,18 +79,24 @@ class PublishView(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        if isinstance(request.data, dict) and "events" in request.data:
-            serializer = BatchSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            items = serializer.validated_data["events"]
-        else:
-            serializer = EventSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            items = [serializer.validated_data]
+        items = validated_events(request.data)
         try:
-            events = publish_many((item["topic"], item["type"], item["data"]) for item in items)
+            events = publish_many(items)
         except InvalidEvent as exc:
             raise ValidationError({"data": [str(exc)]}) from None
         except DispatchUnavailable:
             raise PublishUnavailable from None
         return Response({"ids": [event.id for event in events]}, status=status.HTTP_202_ACCEPTED)
+
+
+def validated_events(data: Any) -> list[tuple[str, str, Any]]:
+    """(topic, type, data) of one event or of a batch {"events": [...]}; raises DRF's ValidationError. No I/O."""
+    if isinstance(data, dict) and "events" in data:
+        serializer: serializers.Serializer = BatchSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        items = serializer.validated_data["events"]
+    else:
+        serializer = EventSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        items = [serializer.validated_data]
+    return [(item["topic"], item["type"], item["data"]) for item in items]

@@ -98,7 +98,7 @@ def lookup(key: str) -> tuple[Any, Any] | None:
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return None
-    cache.put(key, token.user, token)
+    _remember(key, token.user, token)
     return token.user, token
 
 
@@ -115,8 +115,15 @@ class CachedTokenAuthentication(TokenAuthentication):
         if hit is not None:
             return hit
         user, token = super().authenticate_credentials(key)
-        get_cache().put(key, user, token)
+        _remember(key, user, token)
         return user, token
+
+
+def _remember(key: str, user: Any, token: Any) -> None:
+    # Load the user's permissions now, in this sync code: Django's backend keeps them on the user object, so
+    # has_perm on a cached user needs no query, and async code may call it (realtime.api_lane).
+    user.get_all_permissions()
+    get_cache().put(key, user, token)
 
 
 # -- invalidation (connected in RealtimeConfig.ready) -----------------------------------------------

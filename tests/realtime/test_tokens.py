@@ -72,11 +72,14 @@ def _authenticate(key: str) -> Any:
 
 
 def test_a_known_token_is_looked_up_once(publisher: Token, django_assert_num_queries: Any) -> None:
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(3):  # the token and its user, the user's permissions, its groups'
         assert _authenticate(publisher.key).pk == publisher.user_id
     with django_assert_num_queries(0):
-        assert _authenticate(publisher.key).pk == publisher.user_id
+        user = _authenticate(publisher.key)
+        assert user.pk == publisher.user_id
         assert tokens.lookup(publisher.key)[0].pk == publisher.user_id
+        # Loaded with the user: async code may ask (realtime.api_lane).
+        assert user.has_perm("realtime.publish_event")
 
 
 def test_an_unknown_token_is_refused_every_time(db: Any, django_assert_num_queries: Any) -> None:
@@ -112,5 +115,5 @@ def test_a_permission_change_is_seen_at_once(publisher: Token) -> None:
 def test_the_ttl_comes_from_the_settings(settings: Any, publisher: Token, django_assert_num_queries: Any) -> None:
     settings.REALTIME = {**getattr(settings, "REALTIME", {}), "TOKEN_CACHE_SECS": 0}
     _authenticate(publisher.key)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(3):
         _authenticate(publisher.key)
