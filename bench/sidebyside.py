@@ -77,7 +77,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ladder",
         type=float_list,
-        default=[5000, 10000, 20000, 30000, 40000, 60000, 80000, 120000, 160000, 200000, 240000, 320000, 400000, 480000],
+        default=[
+            5000,
+            10000,
+            20000,
+            30000,
+            40000,
+            60000,
+            80000,
+            120000,
+            160000,
+            200000,
+            240000,
+            320000,
+            400000,
+            480000,
+        ],
         help="deliveries/s asked, rising ('' for no ladder; default 5000,10000,20000,30000,...,480000)",
     )
     parser.add_argument("--ladder-secs", type=float, default=6.0, help="publishing time per ladder step")
