@@ -80,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what_if.add_argument("--worker-gc-threshold", default="", help="gc.set_threshold(a,b,c) in each worker")
     what_if.add_argument("--worker-gc-freeze", type=float, default=0, help="gc.freeze() every this many seconds")
     what_if.add_argument("--worker-uvloop", action="store_true", help="uvloop's policy before Daphne makes its loop")
+    what_if.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the workers, e.g. "
+        "REALTIME_FLUSH_MS=0 (repeatable; livesite's own knobs are otherwise cleared)",
+    )
     parser.add_argument("--name", default="", help="results name (default fanout-w<W>-c<N>)")
     parser.add_argument(
         "--rev", default="", help="run the site as committed at this git revision (default: the working tree)"
@@ -107,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--worker-gc-threshold": args.worker_gc_threshold,
             "--worker-gc-freeze": args.worker_gc_freeze,
             "--worker-uvloop": args.worker_uvloop,
+            "--worker-env": args.worker_env,
         }
         given = [option for option, value in livesite_only.items() if value]
         if given:
@@ -282,6 +291,9 @@ class Run:
             env["BENCH_UVLOOP"] = "1"
         if env:
             env["PYTHONPATH"] = f"{procs.HOOKS}:{root}"
+        for setting in args.worker_env:
+            name, _, value = setting.partition("=")
+            env[name.strip()] = value
         return env
 
     def gc_snapshot(self) -> dict[str, Any]:
