@@ -10,6 +10,7 @@ import pytest
 
 from likes import coalesce, services
 from realtime.publish import build_event
+from tests.clocks import FakeClock
 from tests.likes.factories import make_member, make_video
 
 WINDOW_SECS = 0.25
@@ -21,14 +22,6 @@ class Published:
     type: str
     data: Any
     at: float
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ManualScheduler:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from likes.coalesce import Coalescer, MemoryStore, RedisStore, lock_key, mark_key
-from tests.likes.conftest import FakeClock, ManualScheduler
+from tests.clocks import FakeClock
+from tests.likes.conftest import ManualScheduler
 from tests.system.harness import RedisServer
 
 WINDOW = 0.25

@@ -5,14 +5,7 @@ import asyncio
 import pytest
 
 from realtime.outbox import Outbox
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import FakeClock
 
 
 class Recorder(list):
@@ -29,7 +22,7 @@ class Recorder(list):
 
 
 async def test_an_event_after_a_quiet_spell_goes_out_at_once() -> None:
-    delivered, clock = Recorder(), Clock()
+    delivered, clock = Recorder(), FakeClock()
     outbox = Outbox(delivered, flush_secs=3600, clock=clock)
     await outbox.put("a", [b"1"])
     await outbox.flush()
@@ -48,7 +41,7 @@ async def test_an_event_after_a_quiet_spell_goes_out_at_once() -> None:
 
 
 async def test_events_within_the_interval_go_out_together_per_topic_in_order() -> None:
-    delivered, clock = Recorder(), Clock()
+    delivered, clock = Recorder(), FakeClock()
     outbox = Outbox(delivered, flush_secs=0.02, clock=clock)
     await outbox.put("a", [b"a1"])
     await outbox.flush()
@@ -62,7 +55,7 @@ async def test_events_within_the_interval_go_out_together_per_topic_in_order() -
 
 
 async def test_the_runner_waits_out_the_interval_after_a_flush() -> None:
-    delivered, clock = Recorder(), Clock()
+    delivered, clock = Recorder(), FakeClock()
     outbox = Outbox(delivered, flush_secs=0.05, clock=clock)
     runner = asyncio.create_task(outbox.run())
     try:
@@ -85,7 +78,7 @@ async def test_the_runner_waits_out_the_interval_after_a_flush() -> None:
 
 
 async def test_put_waits_while_the_outbox_is_full_and_loses_nothing() -> None:
-    delivered, clock = Recorder(), Clock()
+    delivered, clock = Recorder(), FakeClock()
     outbox = Outbox(delivered, flush_secs=0.0, max_frames=3, clock=clock)
     for index in range(3):
         await outbox.put("a", [b"%d" % index])
@@ -99,7 +92,7 @@ async def test_put_waits_while_the_outbox_is_full_and_loses_nothing() -> None:
 
 
 async def test_a_slow_fan_out_does_not_block_the_receive_side() -> None:
-    delivered, clock = Recorder(), Clock()
+    delivered, clock = Recorder(), FakeClock()
     delivered.gate = asyncio.Event()
     outbox = Outbox(delivered, flush_secs=0.0, max_frames=2, clock=clock)
     await outbox.put("a", [b"1", b"2"])
@@ -117,7 +110,7 @@ async def test_a_slow_fan_out_does_not_block_the_receive_side() -> None:
 @pytest.mark.parametrize("flush_secs", [0.0, 0.02])
 async def test_an_empty_flush_delivers_nothing(flush_secs: float) -> None:
     delivered = Recorder()
-    outbox = Outbox(delivered, flush_secs=flush_secs, clock=Clock())
+    outbox = Outbox(delivered, flush_secs=flush_secs, clock=FakeClock())
     await outbox.flush()
     assert delivered == []
     assert outbox.stats["flushes"] == 0

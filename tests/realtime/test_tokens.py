@@ -9,14 +9,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from realtime import tokens
 from realtime.tokens import CachedTokenAuthentication, TokenCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import FakeClock
 
 
 class Member:
@@ -25,7 +18,7 @@ class Member:
 
 
 def test_an_entry_lives_for_the_ttl_only() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache = TokenCache(10, clock=clock)
     cache.put("k", Member(1), "token")
     clock.now += 9.9
@@ -42,7 +35,7 @@ def test_a_zero_ttl_remembers_nothing() -> None:
 
 
 def test_the_cache_is_bounded_oldest_out() -> None:
-    cache = TokenCache(10, max_entries=2, clock=Clock())
+    cache = TokenCache(10, max_entries=2, clock=FakeClock())
     for key, pk in [("a", 1), ("b", 2), ("c", 3)]:
         cache.put(key, Member(pk), key)
     assert cache.get("a") is None
@@ -50,7 +43,7 @@ def test_the_cache_is_bounded_oldest_out() -> None:
 
 
 def test_forget_by_key_or_by_user() -> None:
-    cache = TokenCache(10, clock=Clock())
+    cache = TokenCache(10, clock=FakeClock())
     cache.put("a", Member(1), "a")
     cache.put("b", Member(1), "b")
     cache.put("c", Member(2), "c")
