@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -25,6 +24,7 @@ from likes.serializers import (
     VideoSerializer,
 )
 from likes.viewers import viewer_counts
+from livesite.errors import body_of
 
 
 class VideoNotFound(NotFound):
@@ -32,24 +32,13 @@ class VideoNotFound(NotFound):
     default_detail = "no video has this id: GET /api/videos lists them"
 
 
+COMMENT_TOO_LARGE = "the request body is too large: a comment is at most 1,000 characters"
+
+
 class VideoEnded(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "video_ended"
     default_detail = "this video has ended: it takes no more likes or comments"
-
-
-class BodyTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "the request body is too large: a comment is at most 1,000 characters"
-
-
-def body_of(request: Request) -> Any:
-    """The parsed body; one past DATA_UPLOAD_MAX_MEMORY_SIZE is a JSON 413, not Django's HTML 400."""
-    try:
-        return request.data
-    except RequestDataTooBig:
-        raise BodyTooLarge from None
 
 
 class NewestFirst(CursorPagination):
@@ -178,7 +167,7 @@ class CommentsView(generics.ListCreateAPIView):
     )
     def post(self, request: Request, video_id: str) -> Response:
         video = get_video(video_id)
-        data = CommentInputSerializer(data=body_of(request))
+        data = CommentInputSerializer(data=body_of(request, COMMENT_TOO_LARGE))
         data.is_valid(raise_exception=True)
         try:
             comment = services.post_comment(video, request.user, data.validated_data["text"])

@@ -2,9 +2,19 @@
 
 from typing import Any
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+# Paths whose clients read JSON: Django's own error pages (unknown URL, a body past
+# DATA_UPLOAD_MAX_MEMORY_SIZE, a crash) answer them in the shape below instead of HTML.
+API_PREFIXES = ("/api/", "/realtime/")
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -24,3 +34,48 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     else:
         response.data = {"detail": "Invalid input: see 'errors'.", "code": "invalid", "errors": data}
     return response
+
+
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "the request body is too large"
+
+
+def body_of(request: Request, detail: str | None = None) -> Any:
+    """A DRF request's parsed body; one past DATA_UPLOAD_MAX_MEMORY_SIZE is a JSON 413, not Django's HTML 400."""
+    try:
+        return request.data
+    except RequestDataTooBig:
+        raise BodyTooLarge(detail) from None
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def _too_large_detail() -> str:
+    return f"the request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes"
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: a JSON error on API paths (413 for a body past the upload limit), Django's page elsewhere."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return error_response(413, "too_large", _too_large_detail())
+    return error_response(400, "bad_request", "the request could not be read")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: a JSON error on API paths, Django's page elsewhere."""
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    return error_response(404, "not_found", f"no endpoint at {request.path}: see /api/docs")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a JSON error on API paths (the traceback goes to the log, not to the client)."""
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return error_response(500, "server_error", "the server failed on this request; it has been logged")

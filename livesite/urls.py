@@ -15,3 +15,7 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("web.urls")),
 ]
+
+handler400 = "livesite.errors.bad_request"
+handler404 = "livesite.errors.page_not_found"
+handler500 = "livesite.errors.server_error"

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from livesite.errors import body_of
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import MAX_TYPE_LENGTH, InvalidEvent, check_type
 from realtime.publish import publish_many
@@ -79,7 +80,7 @@ class PublishView(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        items = validated_events(request.data)
+        items = validated_events(body_of(request))
         try:
             events = publish_many(items)
         except InvalidEvent as exc:

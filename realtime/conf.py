@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,
     "RETRY_MS": 2000,
+    # The largest event, as its SSE frame; a bigger publish is refused (400).
+    "MAX_EVENT_BYTES": 65_536,
     # A stream gets at most one write per topic per FLUSH_MS: events arriving sooner after the previous
     # fan-out wait for the next one and go out together (realtime.outbox). 0: every event at once.
     "FLUSH_MS": 20.0,

@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 
 from realtime import conf
 from realtime.dispatcher import get_dispatcher
-from realtime.events import Event, IdClock, check_type, encode_frame, new_node_name
+from realtime.events import Event, IdClock, InvalidEvent, check_type, encode_frame, new_node_name
 from realtime.peers import Forwarder, MemorySeen, PeerEvent, RedisSeen
 from realtime.topics import check_topic
 
@@ -33,6 +33,13 @@ def build_event(topic: str, event_type: str, data: Any, *, now: float | None = N
     published_at = time.time() if now is None else now
     event_id = id_clock().next_id(published_at)
     frame = encode_frame(event_id, topic, event_type, data, round(published_at, 6))
+    limit = conf.get("MAX_EVENT_BYTES")
+    if len(frame) > limit:
+        # Each subscriber's backlog holds up to MAX_PENDING_FRAMES of these: the limit bounds a worker's memory.
+        raise InvalidEvent(
+            f"the event is {len(frame):,} bytes as an SSE frame, more than REALTIME_MAX_EVENT_BYTES ({limit:,}): "
+            "send a reference to the content (an id, a URL), not the content"
+        )
     return Event(event_id, topic, event_type, data, published_at, id_clock().node, frame)
 
 

@@ -72,6 +72,8 @@ CASES = [
     ("empty body", b"", "publisher", "application/json"),
     ("charset", _json(_event()), "publisher", "application/json; charset=utf-8"),
     ("text body", b"hello", "publisher", "text/plain"),
+    ("event too large", _json(_event(data="x" * 70_000)), "publisher", "application/json"),
+    ("body past the upload limit", _json(_event(data="x" * 3_000_000)), "publisher", "application/json"),
     ("no permission", _json(_event()), "member", "application/json"),
     ("unknown token", _json(_event()), "Token not-a-key", "application/json"),
     ("other scheme", _json(_event()), "Bearer abc", "application/json"),
@@ -142,3 +144,13 @@ async def test_a_client_gone_before_its_body_gets_no_answer() -> None:
     scope = {"type": "http", "method": "POST", "path": "/api/publish", "headers": []}
     await api_lane.publish(scope, receive, send, fallback)
     assert sent == []
+
+
+async def test_what_the_size_limits_say(tokens_by_name: dict[str, str]) -> None:
+    await _warm(tokens_by_name["publisher"])
+    too_big = await _post(_json(_event(data="x" * 70_000)), token=tokens_by_name["publisher"])
+    assert too_big.status_code == 400
+    assert "REALTIME_MAX_EVENT_BYTES" in too_big.json()["errors"]["data"][0]
+    past_limit = await _post(_json(_event(data="x" * 3_000_000)), token=tokens_by_name["publisher"])
+    assert past_limit.status_code == 413
+    assert past_limit.json()["code"] == "too_large"
