@@ -10,7 +10,11 @@ from django.core.asgi import get_asgi_application
 
 django_application = get_asgi_application()
 
+from typing import Any  # noqa: E402
+
+from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402 (after setup)
+from django.http.request import split_domain_port, validate_host  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
 from realtime import api_lane  # noqa: E402 (needs the app registry)
@@ -45,16 +49,44 @@ gc.set_threshold(50_000, 20, 10)
 
 
 def is_api_client(scope: dict) -> bool:
-    """An HTTP request to an API path with credentials in a header and no cookie."""
+    """An HTTP request to an API path with credentials in a header, no cookie, and an allowed Host.
+
+    A Host outside ALLOWED_HOSTS goes to the whole stack, which refuses it as it refuses any request.
+    """
     if scope["type"] != "http" or not scope["path"].startswith(API_PREFIXES):
         return False
     credentials = False
-    for name, _value in scope.get("headers", ()):
+    host = b""
+    for name, value in scope.get("headers", ()):
         if name == b"cookie":
             return False
         if name in (b"authorization", b"x-livesite-signature"):
             credentials = True
-    return credentials
+        elif name == b"host":
+            host = value
+    return credentials and _allowed_host(host)
+
+
+def _allowed_host(host: bytes) -> bool:
+    domain, _port = split_domain_port(host.decode("latin-1"))
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]  # as HttpRequest.get_host does
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _nosniff(send: Any) -> Any:
+    # The header SecurityMiddleware would have added: no browser may read these JSON answers as anything else.
+    async def send_with_header(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"x-content-type-options", b"nosniff")]}
+        await send(message)
+
+    return send_with_header
+
+
+async def _api_with_nosniff(scope: dict, receive: Any, send: Any) -> None:
+    await api_application(scope, receive, _nosniff(send))
 
 
 async def application(scope, receive, send):
@@ -62,6 +94,6 @@ async def application(scope, receive, send):
         return await stream(scope, receive, send)
     if is_api_client(scope):
         if api_lane.handles(scope):
-            return await api_lane.publish(scope, receive, send, api_application)
-        return await api_application(scope, receive, send)
+            return await api_lane.publish(scope, receive, send, _api_with_nosniff)
+        return await _api_with_nosniff(scope, receive, send)
     return await django_application(scope, receive, send)

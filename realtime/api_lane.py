@@ -4,13 +4,14 @@ A service publishing one event per POST spent about 3 ms of worker CPU per reque
 (Django's handler and DRF's sync view each hop to a thread); a bare ASGI handler with the same steps costs a
 fraction of that (docs/benchmarks.md, bench/publish_api.py).
 
-It serves a request only when everything is already known to be fine: a JSON body, a well-formed
-`Authorization: Token <key>` whose user this process has cached (realtime.tokens), that user's permission
-answerable without the database, and events that pass the DRF view's own validation (`validated_events`).
-Anything else (an unknown or bad token, a permission to look up, a form body, invalid events) is handed,
-body and all, to `fallback` (Django and the DRF view), which answers exactly as it always does: the first
-request of a token goes through Django and fills the cache for the next ones. So the two doors cannot
-disagree on an error; the only answers produced here are 202 and the view's own 503.
+It serves a request only when everything is already known to be fine: a plain request (no query string, one
+`Authorization: Token <key>` header, a UTF-8 JSON body, JSON accepted in return), a token whose user this
+process has cached (realtime.tokens), that user's permission answerable without the database, and events
+that pass the DRF view's own validation (`validated_events`) and size limit. Anything else (an unknown or bad
+token, a permission to look up, a form body, content negotiation, invalid events) is handed, body and all,
+to `fallback` (Django and the DRF view), which answers as it always does: the first request of a token goes
+through Django and fills the cache for the next ones. So every error comes from the DRF view; the only
+answers produced here are 202 and the view's own 503 (tests/realtime/test_api_lane.py compares the doors).
 """
 
 import json
@@ -49,32 +50,54 @@ async def publish(scope: dict, receive: Callable[[], Awaitable[dict]], send: Any
     try:
         if state != _COMPLETE:
             raise _Delegate
-        _authorise(scope)
-        items = _validated(scope, body)
+        key = _plain_request(scope)
+        _authorise(key)
+        items = _validated(body)
         try:
             events = await apublish_many(items)
         except InvalidEvent:
             raise _Delegate from None
     except _Delegate:
-        return await fallback(scope, _replay(body, state == _COMPLETE, receive), send)
+        return await fallback(scope, _replay(body, state != _TOO_LARGE, receive), send)
     except DispatchUnavailable:
         detail = str(PublishUnavailable.default_detail)
         return await _send_json(send, 503, {"detail": detail, "code": "dispatch_unavailable"})
     await _send_json(send, 202, {"ids": [event.id for event in events]})
 
 
-def _authorise(scope: dict) -> None:
-    authorization = b""
+_JSON_TYPES = {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
+_JSON_ACCEPTS = {b"", b"*/*", b"application/json"}
+
+
+def _plain_request(scope: dict) -> str:
+    """The token of a request DRF would take as plain JSON in, JSON out; anything else is delegated.
+
+    No query string (DRF reads `?format=`), one Authorization header (Django joins repeated ones), a JSON
+    content type in UTF-8, and an Accept header that lets DRF choose JSON (no header, */* or JSON).
+    """
+    if scope.get("query_string"):
+        raise _Delegate
+    authorization: list[bytes] = []
+    content_type = accept = b""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            authorization = value
-    parts = authorization.split()
+            authorization.append(value)
+        elif name == b"content-type":
+            content_type = value.strip().lower()
+        elif name == b"accept":
+            accept = value.strip().lower()
+    if len(authorization) != 1 or content_type not in _JSON_TYPES or accept not in _JSON_ACCEPTS:
+        raise _Delegate
+    parts = authorization[0].split()
     if len(parts) != 2 or parts[0].lower() != b"token":
         raise _Delegate
     try:
-        key = parts[1].decode()
+        return parts[1].decode("ascii")
     except UnicodeDecodeError:
         raise _Delegate from None
+
+
+def _authorise(key: str) -> None:
     found = tokens.cached(key)
     if found is None:
         raise _Delegate
@@ -88,17 +111,12 @@ def _authorise(scope: dict) -> None:
         raise _Delegate
 
 
-def _validated(scope: dict, body: bytes) -> list[tuple[str, str, Any]]:
-    content_type = b""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value
-    if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
-        raise _Delegate
+def _validated(body: bytes) -> list[tuple[str, str, Any]]:
     try:
-        payload = json.loads(body, parse_constant=_no_constants) if body else {}
+        # Strict UTF-8 (DRF's default charset): a BOM or another encoding goes to DRF, which has its own say.
+        payload = json.loads(body.decode("utf-8"), parse_constant=_no_constants) if body else {}
         return validated_events(payload)
-    except (ValueError, ValidationError):
+    except (ValueError, RecursionError, ValidationError):
         raise _Delegate from None
 
 
@@ -107,7 +125,7 @@ def _no_constants(name: str) -> None:
     raise ValueError(name)
 
 
-_COMPLETE, _TOO_LARGE, _GONE = "complete", "too large", "gone"
+_COMPLETE, _TOO_LARGE, _OVER_LIMIT, _GONE = "complete", "too large", "over the limit, all read", "gone"
 
 
 async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int) -> tuple[bytes, str]:
@@ -121,10 +139,12 @@ async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int) -> tupl
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), _COMPLETE
+        more = message.get("more_body", False)
         if size > limit:
-            return b"".join(chunks), _TOO_LARGE
+            # Django answers this one (413, livesite.errors): hand it over as it came, still being read.
+            return b"".join(chunks), _TOO_LARGE if more else _OVER_LIMIT
+        if not more:
+            return b"".join(chunks), _COMPLETE
 
 
 def _replay(body: bytes, complete: bool, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:

@@ -7,7 +7,7 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.contrib.auth.models import Group
+        from django.contrib.auth.models import Group, Permission
         from django.core.signals import setting_changed
         from django.db.models.signals import m2m_changed, post_delete, post_save
         from rest_framework.authtoken.models import Token
@@ -22,6 +22,8 @@ class RealtimeConfig(AppConfig):
             m2m_changed.connect(
                 tokens.on_permissions_changed, sender=through, dispatch_uid=f"realtime.tokens.{through}"
             )
+        for model in (Group, Permission):
+            post_delete.connect(tokens.on_permissions_changed, sender=model, dispatch_uid=f"realtime.tokens.{model}")
         setting_changed.connect(_settings_changed, dispatch_uid="realtime.tokens.settings")
 
 

@@ -15,8 +15,11 @@ stops reading its channel (whose capacity then applies) instead of growing witho
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
 
 Deliver = Callable[[str, list[bytes]], Awaitable[None]]
 
@@ -36,7 +39,7 @@ class Outbox:
         self.clock = clock
         self.pending: dict[str, list[bytes]] = {}
         self.frames = 0
-        self.stats = {"flushes": 0, "flushed_frames": 0, "largest_flush": 0}
+        self.stats = {"flushes": 0, "flushed_frames": 0, "largest_flush": 0, "failed_deliveries": 0}
         self._last_flush = float("-inf")
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -78,4 +81,12 @@ class Outbox:
         self.stats["flushed_frames"] += frames
         self.stats["largest_flush"] = max(self.stats["largest_flush"], frames)
         for topic, topic_frames in batch.items():
-            await self.deliver(topic, topic_frames)
+            try:
+                await self.deliver(topic, topic_frames)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # One topic's failure must not cost the others their events, nor stop the outbox: a stopped
+                # outbox would fill, then block the receive loop (subscription requests included).
+                self.stats["failed_deliveries"] += 1
+                logger.exception("fan-out of %d events on %s failed", len(topic_frames), topic)

@@ -37,7 +37,7 @@ def build_event(topic: str, event_type: str, data: Any, *, now: float | None = N
     if len(frame) > limit:
         # Each subscriber's backlog holds up to MAX_PENDING_FRAMES of these: the limit bounds a worker's memory.
         raise InvalidEvent(
-            f"the event is {len(frame):,} bytes as an SSE frame, more than REALTIME_MAX_EVENT_BYTES ({limit:,}): "
+            f"the event is larger than REALTIME_MAX_EVENT_BYTES ({limit:,} bytes as an SSE frame): "
             "send a reference to the content (an id, a URL), not the content"
         )
     return Event(event_id, topic, event_type, data, published_at, id_clock().node, frame)

@@ -4,9 +4,10 @@ Each process keeps the users of the tokens it recently saw for TOKEN_CACHE_SECS 
 cache). Measured (bench/publish_api.py): on SQLite under Daphne every request runs in a fresh thread, so the
 token query also opened and closed a database connection, about half of a single-event publish's CPU.
 
-What that costs in freshness, and how it is bounded: in the process where a token is deleted or its user
-saved (deactivated, permissions edited through the admin), the entry goes at once (signals); other
-processes keep honouring it for at most TOKEN_CACHE_SECS. Unknown tokens are never remembered, so a wrong
+What that costs in freshness, and how it is bounded: in the process where a token is deleted, its user saved
+(deactivated, permissions edited through the admin) or a group or permission deleted, the entries go at once
+(signals); other processes, and changes made without signals (`QuerySet.update`, raw SQL), take effect
+within TOKEN_CACHE_SECS. Unknown tokens are never remembered, so a wrong
 key is refused every time and cannot fill the cache.
 """
 
@@ -31,6 +32,8 @@ class TokenCache:
         self.clock = clock
         self._entries: dict[str, tuple[float, Any, Any]] = {}
         self._lock = threading.Lock()
+        # Bumped by every forget/clear: a lookup that started before one must not put back what it read.
+        self.generation = 0
 
     def get(self, key: str) -> tuple[Any, Any] | None:
         entry = self._entries.get(key)
@@ -44,10 +47,13 @@ class TokenCache:
             return None
         return user, token
 
-    def put(self, key: str, user: Any, token: Any) -> None:
+    def put(self, key: str, user: Any, token: Any, *, generation: int | None = None) -> None:
+        """Remember a lookup; skipped if `generation` (read before the lookup) is no longer current."""
         if self.ttl_secs <= 0:
             return
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             self._entries.pop(key, None)
             while len(self._entries) >= self.max_entries:
                 # Oldest first: dicts keep insertion order, and a re-put moves a key to the end.
@@ -57,6 +63,7 @@ class TokenCache:
     def forget(self, *, key: str | None = None, user_id: Any = None) -> None:
         """Drop one token's entry, or every entry of one user."""
         with self._lock:
+            self.generation += 1
             if key is not None:
                 self._entries.pop(key, None)
             if user_id is not None:
@@ -65,6 +72,7 @@ class TokenCache:
 
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.clear()
 
     def __len__(self) -> int:
@@ -95,10 +103,11 @@ def lookup(key: str) -> tuple[Any, Any] | None:
         return hit
     from rest_framework.authtoken.models import Token  # Imported here: models load after the app registry.
 
+    generation = cache.generation
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return None
-    _remember(key, token.user, token)
+    _remember(key, token.user, token, generation)
     return token.user, token
 
 
@@ -111,19 +120,24 @@ class CachedTokenAuthentication(TokenAuthentication):
     """DRF's TokenAuthentication (same header, same errors), answered from the cache when it can be."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        hit = get_cache().get(key)
+        cache = get_cache()
+        hit = cache.get(key)
         if hit is not None:
             return hit
+        generation = cache.generation
         user, token = super().authenticate_credentials(key)
-        _remember(key, user, token)
+        _remember(key, user, token, generation)
         return user, token
 
 
-def _remember(key: str, user: Any, token: Any) -> None:
+def _remember(key: str, user: Any, token: Any, generation: int) -> None:
+    cache = get_cache()
+    if cache.ttl_secs <= 0:
+        return
     # Load the user's permissions now, in this sync code: Django's backend keeps them on the user object, so
     # has_perm on a cached user needs no query, and async code may call it (realtime.api_lane).
     user.get_all_permissions()
-    get_cache().put(key, user, token)
+    cache.put(key, user, token, generation=generation)
 
 
 # -- invalidation (connected in RealtimeConfig.ready) -----------------------------------------------
@@ -140,6 +154,7 @@ def on_user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def on_permissions_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    # A user's or a group's permissions, or a user's groups: cheaper to start over than to work out whom.
+    # A user's or a group's permissions, a user's groups, a group or a permission deleted (its rows go
+    # without m2m_changed): cheaper to start over than to work out whom.
     if _cache is not None:
         _cache.clear()

@@ -12,8 +12,8 @@ from livesite.asgi import application, is_api_client
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _scope(path: str, *headers: tuple[bytes, bytes]) -> dict[str, Any]:
-    return {"type": "http", "path": path, "headers": list(headers)}
+def _scope(path: str, *headers: tuple[bytes, bytes], host: bytes = b"127.0.0.1:8000") -> dict[str, Any]:
+    return {"type": "http", "path": path, "headers": [(b"host", host), *headers]}
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,8 @@ def _scope(path: str, *headers: tuple[bytes, bytes]) -> dict[str, Any]:
         (_scope("/realtime/peer/events", (b"x-livesite-signature", b"s")), True),
         (_scope("/api/publish", (b"authorization", b"Token k"), (b"cookie", b"sessionid=s")), False),
         (_scope("/api/publish"), False),
+        (_scope("/api/publish", (b"authorization", b"Token k"), host=b"evil.example"), False),
+        (_scope("/api/publish", (b"authorization", b"Token k"), host=b""), False),
         (_scope("/videos/x/", (b"authorization", b"Token k")), False),
         (_scope("/static/web/watch.js", (b"authorization", b"Token k")), False),
         ({"type": "websocket", "path": "/api/publish", "headers": [(b"authorization", b"Token k")]}, False),
@@ -53,6 +55,19 @@ async def test_a_token_client_is_served_without_the_browser_middleware(token: st
     assert len(response.json()["ids"]) == 1
     # XFrameOptionsMiddleware sets this on every response it sees.
     assert "x-frame-options" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_host_outside_allowed_hosts_is_refused_on_either_door(token: str) -> None:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as client:
+        response = await client.post(
+            "/api/publish",
+            json={"topic": "news.flash", "type": "news.posted", "data": {}},
+            headers={"Authorization": f"Token {token}"},
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
 
 
 async def test_a_request_with_a_cookie_gets_the_whole_stack(token: str) -> None:

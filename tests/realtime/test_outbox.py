@@ -50,7 +50,7 @@ async def test_events_within_the_interval_go_out_together_per_topic_in_order() -
     assert outbox.frames == 5
     await outbox.flush()
     assert delivered == [("a", [b"a1"]), ("a", [b"a2", b"a3", b"a4"]), ("b", [b"b1", b"b2"])]
-    assert outbox.stats == {"flushes": 2, "flushed_frames": 6, "largest_flush": 5}
+    assert outbox.stats == {"flushes": 2, "flushed_frames": 6, "largest_flush": 5, "failed_deliveries": 0}
     assert outbox.frames == 0
 
 
@@ -114,3 +114,28 @@ async def test_an_empty_flush_delivers_nothing(flush_secs: float) -> None:
     await outbox.flush()
     assert delivered == []
     assert outbox.stats["flushes"] == 0
+
+
+async def test_a_failing_fan_out_costs_only_its_own_topic_and_the_outbox_goes_on() -> None:
+    delivered = Recorder()
+
+    async def deliver(topic: str, frames: list[bytes]) -> None:
+        if topic == "broken":
+            raise RuntimeError("a stream's write blew up")
+        await delivered(topic, frames)
+
+    outbox = Outbox(deliver, flush_secs=0.0, max_frames=2, clock=FakeClock())
+    runner = asyncio.create_task(outbox.run())
+    try:
+        await outbox.put("broken", [b"1"])
+        await outbox.put("fine", [b"2"])
+        # More than max_frames in all: puts would block for good if the runner had died.
+        async with asyncio.timeout(1):
+            for frame in (b"3", b"4", b"5"):
+                await outbox.put("fine", [frame])
+            while sum(len(frames) for _, frames in delivered) < 4:
+                await asyncio.sleep(0)
+    finally:
+        runner.cancel()
+    assert [frame for _, frames in delivered for frame in frames] == [b"2", b"3", b"4", b"5"]
+    assert outbox.stats["failed_deliveries"] == 1
