@@ -10,8 +10,8 @@ Order is kept per topic (one task does every fan-out, topic by topic in first-ar
 different topics arriving in one interval may reach a stream subscribed to both in another order than they
 were published; the contract only ever promised order per topic.
 
-The receive side is bounded too: `put` waits once MAX_FRAMES are waiting, so a worker that cannot keep up
-stops reading its channel (whose capacity then applies) instead of growing without limit.
+The receive side is bounded too: `put` waits once `max_frames` or `max_bytes` are waiting, so a worker that
+cannot keep up stops reading its channel (whose capacity then applies) instead of growing without limit.
 """
 
 import asyncio
@@ -31,14 +31,17 @@ class Outbox:
         *,
         flush_secs: float,
         max_frames: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deliver = deliver
         self.flush_secs = flush_secs
         self.max_frames = max_frames
+        self.max_bytes = max_bytes
         self.clock = clock
         self.pending: dict[str, list[bytes]] = {}
         self.frames = 0
+        self.bytes = 0
         self.stats = {"flushes": 0, "flushed_frames": 0, "largest_flush": 0, "failed_deliveries": 0}
         self._last_flush = float("-inf")
         self._ready = asyncio.Event()
@@ -47,7 +50,7 @@ class Outbox:
 
     async def put(self, topic: str, frames: list[bytes]) -> None:
         """Queue one topic's frames for the next flush; waits while the outbox is full."""
-        while self.frames >= self.max_frames:
+        while self.frames >= self.max_frames or self.bytes >= self.max_bytes:
             self._room.clear()
             await self._room.wait()
         queued = self.pending.get(topic)
@@ -56,6 +59,7 @@ class Outbox:
         else:
             queued.extend(frames)
         self.frames += len(frames)
+        self.bytes += sum(len(frame) for frame in frames)
         self._ready.set()
 
     async def run(self) -> None:
@@ -70,7 +74,7 @@ class Outbox:
     async def flush(self) -> None:
         """Fan out everything waiting now, topic by topic."""
         batch, frames = self.pending, self.frames
-        self.pending, self.frames = {}, 0
+        self.pending, self.frames, self.bytes = {}, 0, 0
         self._ready.clear()
         self._room.set()
         if not batch:

@@ -361,6 +361,7 @@ class Worker:
             **self.hub.stats,
             **{f"outbox_{name}": value for name, value in self.outbox.stats.items()},
             "outbox_waiting": self.outbox.frames,
+            "outbox_waiting_bytes": self.outbox.bytes,
             **{f"dispatch_{name}": value for name, value in self.dispatcher.stats.items()},
         }
 

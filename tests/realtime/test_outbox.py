@@ -139,3 +139,15 @@ async def test_a_failing_fan_out_costs_only_its_own_topic_and_the_outbox_goes_on
         runner.cancel()
     assert [frame for _, frames in delivered for frame in frames] == [b"2", b"3", b"4", b"5"]
     assert outbox.stats["failed_deliveries"] == 1
+
+
+async def test_put_also_waits_past_a_byte_bound() -> None:
+    delivered = Recorder()
+    outbox = Outbox(delivered, flush_secs=0.0, max_bytes=10, clock=FakeClock())
+    await outbox.put("a", [b"x" * 10])
+    blocked = asyncio.create_task(outbox.put("a", [b"y"]))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    await outbox.flush()
+    await asyncio.wait_for(blocked, 1)
+    assert outbox.bytes == 1
