@@ -8,7 +8,7 @@ Events, each published through realtime.publish after the transaction that store
 """
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from likes import coalesce, conf, timers
+from likes.group_commit import GroupCommit
 from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
 from likes.serializers import CommentSerializer
 from realtime import topics
@@ -45,20 +46,51 @@ class InvalidComment(ValueError):
 def like_video(video: LiveVideo, member: AbstractBaseUser) -> int:
     """Store one like of a live `video` by `member`; return the video's exact like total including it.
 
-    Raises VideoNotLive. After commit, the like is announced by a coalesced `like.created` event.
+    Raises VideoNotLive. After commit, the like is announced by a coalesced `like.created` event. Outside a
+    transaction, concurrent likes of this process are written together (likes.group_commit): one
+    transaction per batch, each caller returning once its like is committed. Inside the caller's own
+    transaction the like is written there, alone, so it commits or rolls back with it.
     """
+    if transaction.get_connection().in_atomic_block:
+        outcome = _write_likes([(video.pk, member)])[0]
+    else:
+        outcome = _likes.submit((video.pk, member))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    video.like_count = outcome
+    return outcome
+
+
+def _write_likes(items: Sequence[tuple[int, AbstractBaseUser]]) -> list[int | VideoNotLive]:
+    """Store a batch of likes in one transaction; per like, the video's total including it (in batch order)
+    or VideoNotLive."""
+    per_video: dict[int, list[int]] = {}
+    for index, (video_id, _member) in enumerate(items):
+        per_video.setdefault(video_id, []).append(index)
+    outcomes: list[int | VideoNotLive] = [0] * len(items)
     with transaction.atomic():
-        # One statement checks the status and counts the like, so a video that ends meanwhile takes none.
-        if not LiveVideo.objects.filter(pk=video.pk, status=LiveVideo.Status.LIVE).update(
-            like_count=F("like_count") + 1
-        ):
-            raise VideoNotLive(f"video {video.pk} has ended")
-        Like.objects.create(video_id=video.pk, member=member)
-        count = LiveVideo.objects.values_list("like_count", flat=True).get(pk=video.pk)
-        # robust: the like is stored whatever happens next; a failure to announce it is logged, not raised.
-        transaction.on_commit(lambda: get_coalescer().like_committed(video.pk), robust=True)
-    video.like_count = count
-    return count
+        for video_id, indexes in per_video.items():
+            # One statement checks the status and counts the likes, so a video that ends meanwhile takes none.
+            if not LiveVideo.objects.filter(pk=video_id, status=LiveVideo.Status.LIVE).update(
+                like_count=F("like_count") + len(indexes)
+            ):
+                for index in indexes:
+                    outcomes[index] = VideoNotLive(f"video {video_id} has ended")
+                continue
+            Like.objects.bulk_create([Like(video_id=video_id, member=items[index][1]) for index in indexes])
+            total = LiveVideo.objects.values_list("like_count", flat=True).get(pk=video_id)
+            for offset, index in enumerate(indexes):
+                outcomes[index] = total - len(indexes) + 1 + offset
+            # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
+            transaction.on_commit(lambda video_id=video_id: _announce_likes(video_id), robust=True)
+    return outcomes
+
+
+def _announce_likes(video_id: int) -> None:
+    get_coalescer().like_committed(video_id)
+
+
+_likes: GroupCommit[tuple[int, AbstractBaseUser]] = GroupCommit(_write_likes)
 
 
 def _like_total(video_id: int) -> int | None:

@@ -1,0 +1,121 @@
+"""Group commit: one writer at a time, everyone who arrived meanwhile in the next batch, each their own result."""
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from likes.group_commit import GroupCommit
+
+
+class Writes:
+    """A write function that records its batches; `hold` keeps the first batch open until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+
+    def __call__(self, items: Sequence[Any]) -> list[Any]:
+        self.batches.append(list(items))
+        self.entered.set()
+        self.hold.wait(5)
+        return [ValueError(f"bad {item}") if item < 0 else item * 10 for item in items]
+
+
+def _in_threads(commit: GroupCommit, items: list[int], results: dict[int, Any]) -> list[threading.Thread]:
+    def run(item: int) -> None:
+        try:
+            results[item] = commit.submit(item)
+        except Exception as exc:
+            results[item] = exc
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _wait_queued(commit: GroupCommit, count: int) -> None:
+    for _ in range(500):
+        with commit._changed:
+            if len(commit._queue) >= count:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"never {count} waiting")
+
+
+def test_a_lone_caller_writes_at_once() -> None:
+    writes = Writes()
+    commit = GroupCommit(writes)
+    assert commit.submit(4) == 40
+    assert writes.batches == [[4]]
+
+
+def test_callers_arriving_during_a_write_go_together_in_the_next_batch() -> None:
+    writes = Writes()
+    writes.hold.clear()
+    commit = GroupCommit(writes)
+    results: dict[int, Any] = {}
+    first = _in_threads(commit, [1], results)
+    assert writes.entered.wait(5)
+    others = _in_threads(commit, [2, 3, 4], results)
+    _wait_queued(commit, 3)
+    writes.hold.set()
+    for thread in first + others:
+        thread.join(5)
+    assert writes.batches[0] == [1]
+    assert sorted(writes.batches[1]) == [2, 3, 4]
+    assert len(writes.batches) == 2
+    assert results == {1: 10, 2: 20, 3: 30, 4: 40}
+    assert commit.stats == {"batches": 2, "items": 4, "largest_batch": 3}
+
+
+def test_each_caller_gets_its_own_exception() -> None:
+    writes = Writes()
+    writes.hold.clear()
+    commit = GroupCommit(writes)
+    results: dict[int, Any] = {}
+    threads = _in_threads(commit, [1], results)
+    assert writes.entered.wait(5)
+    threads += _in_threads(commit, [-2, 3], results)
+    _wait_queued(commit, 2)
+    writes.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert isinstance(results[-2], ValueError)
+    assert results[3] == 30
+
+
+def test_a_failed_write_fails_its_whole_batch_and_the_next_one_goes_on() -> None:
+    calls: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise ConnectionError("database gone")
+        return list(items)
+
+    commit = GroupCommit(write)
+    with pytest.raises(ConnectionError):
+        commit.submit(1)
+    assert commit.submit(2) == 2
+
+
+def test_a_batch_holds_at_most_max_batch_items_and_the_writer_is_in_it() -> None:
+    writes = Writes()
+    writes.hold.clear()
+    commit = GroupCommit(writes, max_batch=2)
+    results: dict[int, Any] = {}
+    threads = _in_threads(commit, [1], results)
+    assert writes.entered.wait(5)
+    threads += _in_threads(commit, [2, 3, 4, 5, 6], results)
+    _wait_queued(commit, 5)
+    writes.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert results == {n: n * 10 for n in range(1, 7)}
+    assert all(len(batch) <= 2 for batch in writes.batches)
+    assert sorted(item for batch in writes.batches for item in batch) == [1, 2, 3, 4, 5, 6]

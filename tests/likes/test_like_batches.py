@@ -1,0 +1,76 @@
+"""Likes from concurrent requests are written in batches, and every liker still gets an exact, unique total."""
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from likes import services
+from likes.models import Like, LiveVideo
+from tests.likes.factories import make_member, make_video
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIKERS = 12
+
+
+def _like_in_threads(video: LiveVideo, members: list[Any], results: list[Any]) -> list[threading.Thread]:
+    def run(member: Any) -> None:
+        try:
+            results.append(services.like_video(LiveVideo.objects.get(pk=video.pk), member))
+        except Exception as exc:  # the test reads it
+            results.append(exc)
+        finally:
+            connection.close()  # each thread opened its own
+
+    threads = [threading.Thread(target=run, args=(member,)) for member in members]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_concurrent_likes_share_transactions_and_get_every_total_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = make_member("owner")
+    video = make_video(owner, "hot")
+    members = [make_member(f"fan{n}") for n in range(LIKERS)]
+    first_batch_open = threading.Event()
+    release = threading.Event()
+    write = services._likes.write
+
+    def held_write(items: Any) -> Any:
+        # The first batch waits until everybody else queued behind it: they must then share one batch.
+        if not first_batch_open.is_set():
+            first_batch_open.set()
+            release.wait(10)
+        return write(items)
+
+    monkeypatch.setattr(services._likes, "write", held_write)
+    batches_before = services._likes.stats["batches"]
+    results: list[Any] = []
+    threads = _like_in_threads(video, members[:1], results)
+    assert first_batch_open.wait(10)
+    threads += _like_in_threads(video, members[1:], results)
+    for _ in range(1000):
+        with services._likes._changed:
+            if len(services._likes._queue) == LIKERS - 1:
+                break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(results) == list(range(1, LIKERS + 1))
+    assert services._likes.stats["batches"] - batches_before == 2
+    assert LiveVideo.objects.get(pk=video.pk).like_count == LIKERS
+    assert Like.objects.filter(video=video).count() == LIKERS
+
+
+def test_an_ended_video_refuses_every_like_of_a_batch_and_the_others_go_in() -> None:
+    owner = make_member("owner")
+    live, ended = make_video(owner, "live"), make_video(owner, "over", ended=True)
+    fan = make_member("fan")
+    outcomes = services._write_likes([(live.pk, fan), (ended.pk, fan), (live.pk, owner)])
+    assert (outcomes[0], outcomes[2]) == (1, 2)
+    assert isinstance(outcomes[1], services.VideoNotLive)
+    assert Like.objects.filter(video=ended).count() == 0
+    assert LiveVideo.objects.get(pk=live.pk).like_count == 2
