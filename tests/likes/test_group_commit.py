@@ -47,6 +47,20 @@ def _wait_queued(commit: GroupCommit, count: int) -> None:
     raise AssertionError(f"never {count} waiting")
 
 
+def _first_then_others(commit: GroupCommit, writes: "Writes", first: int, others: list[int]) -> dict[int, Any]:
+    """`first` is written alone and held open until `others` all wait behind it; then everything finishes."""
+    writes.hold.clear()
+    results: dict[int, Any] = {}
+    threads = _in_threads(commit, [first], results)
+    assert writes.entered.wait(5)
+    threads += _in_threads(commit, others, results)
+    _wait_queued(commit, len(others))
+    writes.hold.set()
+    for thread in threads:
+        thread.join(5)
+    return results
+
+
 def test_a_lone_caller_writes_at_once() -> None:
     writes = Writes()
     commit = GroupCommit(writes)
@@ -56,16 +70,8 @@ def test_a_lone_caller_writes_at_once() -> None:
 
 def test_callers_arriving_during_a_write_go_together_in_the_next_batch() -> None:
     writes = Writes()
-    writes.hold.clear()
     commit = GroupCommit(writes)
-    results: dict[int, Any] = {}
-    first = _in_threads(commit, [1], results)
-    assert writes.entered.wait(5)
-    others = _in_threads(commit, [2, 3, 4], results)
-    _wait_queued(commit, 3)
-    writes.hold.set()
-    for thread in first + others:
-        thread.join(5)
+    results = _first_then_others(commit, writes, 1, [2, 3, 4])
     assert writes.batches[0] == [1]
     assert sorted(writes.batches[1]) == [2, 3, 4]
     assert len(writes.batches) == 2
@@ -75,16 +81,7 @@ def test_callers_arriving_during_a_write_go_together_in_the_next_batch() -> None
 
 def test_each_caller_gets_its_own_exception() -> None:
     writes = Writes()
-    writes.hold.clear()
-    commit = GroupCommit(writes)
-    results: dict[int, Any] = {}
-    threads = _in_threads(commit, [1], results)
-    assert writes.entered.wait(5)
-    threads += _in_threads(commit, [-2, 3], results)
-    _wait_queued(commit, 2)
-    writes.hold.set()
-    for thread in threads:
-        thread.join(5)
+    results = _first_then_others(GroupCommit(writes), writes, 1, [-2, 3])
     assert isinstance(results[-2], ValueError)
     assert results[3] == 30
 
@@ -106,16 +103,7 @@ def test_a_failed_write_fails_its_whole_batch_and_the_next_one_goes_on() -> None
 
 def test_a_batch_holds_at_most_max_batch_items_and_the_writer_is_in_it() -> None:
     writes = Writes()
-    writes.hold.clear()
-    commit = GroupCommit(writes, max_batch=2)
-    results: dict[int, Any] = {}
-    threads = _in_threads(commit, [1], results)
-    assert writes.entered.wait(5)
-    threads += _in_threads(commit, [2, 3, 4, 5, 6], results)
-    _wait_queued(commit, 5)
-    writes.hold.set()
-    for thread in threads:
-        thread.join(5)
+    results = _first_then_others(GroupCommit(writes, max_batch=2), writes, 1, [2, 3, 4, 5, 6])
     assert results == {n: n * 10 for n in range(1, 7)}
     assert all(len(batch) <= 2 for batch in writes.batches)
     assert sorted(item for batch in writes.batches for item in batch) == [1, 2, 3, 4, 5, 6]
