@@ -97,18 +97,7 @@ def reset_cache() -> None:
 
 def lookup(key: str) -> tuple[Any, Any] | None:
     """Sync: (user, token) of an active user's token, from the cache or the database; None if refused."""
-    cache = get_cache()
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    from rest_framework.authtoken.models import Token  # Imported here: models load after the app registry.
-
-    generation = cache.generation
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        return None
-    _remember(key, token.user, token, generation)
-    return token.user, token
+    return _through_cache(key, _active_token)
 
 
 def cached(key: str) -> tuple[Any, Any] | None:
@@ -120,24 +109,33 @@ class CachedTokenAuthentication(TokenAuthentication):
     """DRF's TokenAuthentication (same header, same errors), answered from the cache when it can be."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        cache = get_cache()
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-        generation = cache.generation
-        user, token = super().authenticate_credentials(key)
-        _remember(key, user, token, generation)
-        return user, token
+        # DRF's own lookup raises AuthenticationFailed with its messages; so it is never None here.
+        return _through_cache(key, super().authenticate_credentials)  # type: ignore[return-value]
 
 
-def _remember(key: str, user: Any, token: Any, generation: int) -> None:
+def _active_token(key: str) -> tuple[Any, Any] | None:
+    from rest_framework.authtoken.models import Token  # Imported here: models load after the app registry.
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user, token
+
+
+def _through_cache(key: str, load: Callable[[str], tuple[Any, Any] | None]) -> tuple[Any, Any] | None:
     cache = get_cache()
-    if cache.ttl_secs <= 0:
-        return
-    # Load the user's permissions now, in this sync code: Django's backend keeps them on the user object, so
-    # has_perm on a cached user needs no query, and async code may call it (realtime.api_lane).
-    user.get_all_permissions()
-    cache.put(key, user, token, generation=generation)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    generation = cache.generation
+    found = load(key)
+    if found is not None and cache.ttl_secs > 0:
+        user, token = found
+        # Load the user's permissions now, in this sync code: Django's backend keeps them on the user object,
+        # so has_perm on a cached user needs no query, and async code may call it (realtime.api_lane).
+        user.get_all_permissions()
+        cache.put(key, user, token, generation=generation)
+    return found
 
 
 # -- invalidation (connected in RealtimeConfig.ready) -----------------------------------------------
