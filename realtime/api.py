@@ -29,14 +29,21 @@ class PublishUnavailable(APIException):
     default_detail = "the real-time dispatcher is unreachable; retry shortly (events not listed as sent were not sent)"
 
 
+PUBLISH_PERMISSION = "realtime.publish_event"
+
+
+def can_publish(user: Any) -> bool:
+    """Whether `user` may publish (superusers may; others need the permission, granted in the admin)."""
+    return bool(user and user.is_authenticated and user.has_perm(PUBLISH_PERMISSION))
+
+
 class CanPublish(permissions.BasePermission):
     """Members with the `realtime.publish_event` permission (staff get it by default through superuser)."""
 
-    message = "publishing needs the 'realtime.publish_event' permission"
+    message = f"publishing needs the '{PUBLISH_PERMISSION}' permission"
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.has_perm("realtime.publish_event"))
+        return can_publish(request.user)
 
 
 class EventSerializer(serializers.Serializer):
