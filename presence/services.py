@@ -130,10 +130,8 @@ async def asweep_forever() -> None:
         if loop.time() >= next_reconcile and (reconciling is None or reconciling.done()):
             next_reconcile = loop.time() + conf.get("RECONCILE_SECS")
             # A task of its own: a slow database must not delay offline detection.
-            reconciling = loop.create_task(_areconcile_logged(), name="presence-reconcile")
             # It writes the table too: aflush_table_writes waits for it like for any other copy.
-            _table_writes.add(reconciling)
-            reconciling.add_done_callback(_table_writes.discard)
+            reconciling = _track_table_write(loop.create_task(_areconcile_logged(), name="presence-reconcile"))
 
 
 async def _areconcile_logged() -> None:
@@ -238,9 +236,13 @@ def _spawn_table_write(rows: list[MemberStatus]) -> None:
         # Dropped, not queued: the next reconciliation copies the store's state anyway.
         stats["table_writes_dropped"] += 1
         return
-    task = asyncio.get_running_loop().create_task(_awrite_table(rows), name="presence-table-write")
+    _track_table_write(asyncio.get_running_loop().create_task(_awrite_table(rows), name="presence-table-write"))
+
+
+def _track_table_write(task: asyncio.Task[None]) -> asyncio.Task[None]:
     _table_writes.add(task)
     task.add_done_callback(_table_writes.discard)
+    return task
 
 
 async def _awrite_table(rows: list[MemberStatus]) -> None:

@@ -254,15 +254,13 @@ class Worker:
             try:
                 message = await self.dispatcher.areceive(self.channel)
                 kind = message.get("type")
-                if kind == EVENTS:
+                if kind in (EVENTS, EVENT):
                     self.stats["received_messages"] += 1
-                    for topic, frames in message["events"]:
+                    # A round's events for this worker, or one topic's (the in-memory layer's group_send).
+                    pairs = message["events"] if kind == EVENTS else [(message["topic"], message["frames"])]
+                    for topic, frames in pairs:
                         self.stats["received_events"] += len(frames)
                         await self.outbox.put(topic, frames)
-                elif kind == EVENT:
-                    self.stats["received_messages"] += 1
-                    self.stats["received_events"] += len(message["frames"])
-                    await self.outbox.put(message["topic"], message["frames"])
                 elif kind == RPC:
                     self._spawn(self._serve_rpc(message))
                 elif kind == REPLY:
