@@ -28,7 +28,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -862,23 +861,11 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(report: dict[str, Any], directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{report['config']['name']}-{report['stamp']}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     procs.raise_nofile_limit()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # Also when started in the background (where SIGINT starts out ignored): Ctrl-C/SIGINT stops the run.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    procs.interrupt_on_signals()
     run = Run(args)
     try:
         report = asyncio.run(run.main())
@@ -898,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         run.cleanup()
     print(render(report))
-    print(f"\nJSON: {write(report, args.results_dir)}")
+    print(f"\nJSON: {procs.write_report(report, args.results_dir)}")
     return 0
 
 

@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -129,13 +128,6 @@ def cpu_line(values: dict[str, float], wall: float, cores: int) -> str:
         f"server {server:.1f} s, client {client:.1f} s over {wall:.1f} s wall ({busy:.0f} % of {cores} cores; "
         f"other processes on the machine {values.get('others', 0.0):.1f} s): {parts}"
     )
-
-
-def write_json(report: dict[str, Any], directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{report['config']['name']}-{report['stamp']}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
-    return path
 
 
 def stream_request(topics: list[str]) -> bytes:
@@ -376,12 +368,7 @@ def run_main(harness_factory: Callable[[], Any], render: Callable[[dict[str, Any
     """Run `harness_factory().main()` with signals handled and cleanup guaranteed; print and save the report."""
     procs.raise_nofile_limit()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # Also when started in the background (where SIGINT starts out ignored): Ctrl-C/SIGINT stops the run.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    procs.interrupt_on_signals()
     run = harness_factory()
     try:
         report = asyncio.run(run.main())
@@ -394,7 +381,7 @@ def run_main(harness_factory: Callable[[], Any], render: Callable[[dict[str, Any
     finally:
         run.cleanup()
     print(render(report))
-    print(f"\nJSON: {write_json(report, results_dir)}")
+    print(f"\nJSON: {procs.write_report(report, results_dir)}")
     return 0
 
 

@@ -35,7 +35,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -788,22 +787,11 @@ def _p(values: dict[str, float | None]) -> str:
     return f"p50 {ms(values['p50'])}, p90 {ms(values.get('p90'))}, p99 {ms(values['p99'])}, max {ms(values['max'])}"
 
 
-def write(report: dict[str, Any], directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{report['config']['name']}-{report['stamp']}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     procs.raise_nofile_limit()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    procs.interrupt_on_signals()
     run = Run(args)
     try:
         report = asyncio.run(run.main())
@@ -819,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         run.cleanup()
     print(render(report))
-    print(f"\nJSON: {write(report, args.results_dir)}")
+    print(f"\nJSON: {procs.write_report(report, args.results_dir)}")
     return 0 if report["stored"]["ok"] else 2
 
 

@@ -277,6 +277,27 @@ def start_workers(
 # -- small helpers shared by the benchmarks -------------------------------------------------------
 
 
+def write_report(report: dict[str, Any], directory: Path, name: str | None = None) -> Path:
+    """Write `report` as JSON to `directory` (made if needed), as `name`.json or <config name>-<stamp>.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name or report['config']['name'] + '-' + report['stamp']}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    return path
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so a run stops what it started on either.
+
+    SIGINT too because a run started in the background begins with SIGINT ignored.
+    """
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def percentiles(values: Any, points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
     """Nearest-rank percentiles and the max of `values`, in their unit; None when there are no values."""
     ordered = sorted(values)

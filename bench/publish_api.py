@@ -11,7 +11,6 @@ bench/results/. Bounded by --posts and --timeout; every process started is stopp
 
 import argparse
 import asyncio
-import json
 import signal
 import tempfile
 import time
@@ -73,6 +72,8 @@ async def post_many(port: int, token: str, count: int, concurrency: int, deadlin
 def run(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.timeout
     started_at = datetime.now(UTC)
+    stamp = f"{started_at:%Y%m%dT%H%M%S}Z"
+    profile_path: Path | None = None
     with tempfile.TemporaryDirectory(prefix="livesite-bench-") as tmp_name:
         tmp = Path(tmp_name)
         root = procs.ROOT
@@ -88,8 +89,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers = procs.start_workers(1, env, tmp, root, deadline)
             worker = workers[0]
             asyncio.run(post_many(worker.port, staff["token"], args.warmup, args.concurrency, deadline))
-            profile_path = args.results_dir / f"{args.name}-{started_at:%Y%m%dT%H%M%S}Z-worker.pyspy.txt"
-            spy = pyspy.start(worker.pid, profile_path, 600, native=args.profile_native) if args.profile else None
+            spy = None
+            if args.profile:
+                args.results_dir.mkdir(parents=True, exist_ok=True)
+                profile_path = args.results_dir / f"{args.name}-{stamp}-worker.pyspy.txt"
+                spy = pyspy.start(worker.pid, profile_path, 600, native=args.profile_native)
             cpu_before, wall_before = procs.cpu_seconds(worker.pid), time.monotonic()
             measured = asyncio.run(post_many(worker.port, staff["token"], args.posts, args.concurrency, deadline))
             cpu = procs.cpu_seconds(worker.pid) - cpu_before
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "name": args.name,
         "started_at": started_at.isoformat(),
+        "stamp": stamp,
+        "profile": str(profile_path) if profile_path else None,
         "machine": procs.machine_info(),
         "rev": args.rev or "working tree",
         "commit": commit,
@@ -138,18 +144,12 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    procs.interrupt_on_signals()
     report = run(args)
     print(render(report))
-    for profile in sorted(
-        args.results_dir.glob(
-            f"{args.name}-{report['started_at'][:19].replace('-', '').replace(':', '')}Z-worker.pyspy.txt"
-        )
-    ):
-        print(pyspy.render(pyspy.summarise(profile, 25, main_thread_only=False)))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = report["started_at"][:19].replace("-", "").replace(":", "")
-    path = args.results_dir / f"{args.name}-{stamp}Z.json"
-    path.write_text(json.dumps(report, indent=2))
+    if report["profile"]:
+        print(pyspy.render(pyspy.summarise(Path(report["profile"]), 25, main_thread_only=False)))
+    path = procs.write_report(report, args.results_dir, name=f"{args.name}-{report['stamp']}")
     print(f"\nJSON: {path}")
 
 

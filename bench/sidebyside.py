@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -540,13 +539,6 @@ def ratio_table(report: dict[str, Any], summaries: dict[str, dict[str, Any]]) ->
     return lines
 
 
-def write(report: dict[str, Any], directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{report['config']['name']}-{report['stamp']}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -554,11 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     procs.raise_nofile_limit()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    procs.interrupt_on_signals()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     tmp = Path(tempfile.mkdtemp(prefix="bench-sidebyside-"))
     try:
@@ -573,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             ACTIVE["redis"].stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(render(report))
-    print(f"\nJSON: {write(report, args.results_dir)}")
+    print(f"\nJSON: {procs.write_report(report, args.results_dir)}")
     failed = [name for name, target in report["targets"].items() if "error" in target]
     return 1 if failed else 0
 
