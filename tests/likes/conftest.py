@@ -2,6 +2,7 @@
 
 import heapq
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from likes import coalesce, services
+from likes.group_commit import GroupCommit
 from realtime.publish import build_event
 from tests.clocks import FakeClock
 from tests.likes.factories import make_member, make_video
@@ -115,3 +117,14 @@ def video(alice: Any) -> Any:
 @pytest.fixture
 def ended_video(alice: Any) -> Any:
     return make_video(alice, "yesterday", ended=True)
+
+
+def wait_until_queued(commit: GroupCommit, count: int) -> None:
+    """Until `count` items wait behind the batch being written (bounded: 5 s). GroupCommit signals nothing on
+    arrival, so this looks every 10 ms."""
+    for _ in range(500):
+        with commit._changed:
+            if len(commit._queue) >= count:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"never {count} waiting")

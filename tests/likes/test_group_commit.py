@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from likes.group_commit import GroupCommit
+from tests.likes.conftest import wait_until_queued
 
 
 class Writes:
@@ -38,15 +39,6 @@ def _in_threads(commit: GroupCommit, items: list[int], results: dict[int, Any]) 
     return threads
 
 
-def _wait_queued(commit: GroupCommit, count: int) -> None:
-    for _ in range(500):
-        with commit._changed:
-            if len(commit._queue) >= count:
-                return
-        threading.Event().wait(0.01)
-    raise AssertionError(f"never {count} waiting")
-
-
 def _first_then_others(commit: GroupCommit, writes: "Writes", first: int, others: list[int]) -> dict[int, Any]:
     """`first` is written alone and held open until `others` all wait behind it; then everything finishes."""
     writes.hold.clear()
@@ -54,7 +46,7 @@ def _first_then_others(commit: GroupCommit, writes: "Writes", first: int, others
     threads = _in_threads(commit, [first], results)
     assert writes.entered.wait(5)
     threads += _in_threads(commit, others, results)
-    _wait_queued(commit, len(others))
+    wait_until_queued(commit, len(others))
     writes.hold.set()
     for thread in threads:
         thread.join(5)

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from likes import services
 from likes.models import Like, LiveVideo
+from tests.likes.conftest import wait_until_queued
 from tests.likes.factories import make_member, make_video
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,11 +54,7 @@ def test_concurrent_likes_share_transactions_and_get_every_total_once(monkeypatc
     threads = _like_in_threads(video, members[:1], results)
     assert first_batch_open.wait(10)
     threads += _like_in_threads(video, members[1:], results)
-    for _ in range(1000):
-        with services._likes._changed:
-            if len(services._likes._queue) == LIKERS - 1:
-                break
-        threading.Event().wait(0.01)
+    wait_until_queued(services._likes, LIKERS - 1)
     release.set()
     for thread in threads:
         thread.join(10)
