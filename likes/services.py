@@ -21,7 +21,7 @@ from likes.group_commit import GroupCommit
 from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
 from likes.serializers import CommentSerializer
 from realtime import topics
-from realtime.publish import publish, publish_many
+from realtime.publishing import publish, publish_many
 
 LIKE_CREATED = "like.created"
 COMMENT_CREATED = "comment.created"

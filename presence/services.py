@@ -19,7 +19,7 @@ from presence.models import Presence
 from presence.status import OFFLINE, MemberStatus, next_changed_at
 from presence.store import MemoryStore, RedisStore, new_store
 from realtime.dispatcher import DispatchUnavailable
-from realtime.publish import apublish
+from realtime.publishing import apublish
 from realtime.topics import presence_member
 
 logger = logging.getLogger(__name__)

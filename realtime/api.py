@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from livesite.errors import body_of
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import MAX_TYPE_LENGTH, InvalidEvent, check_type
-from realtime.publish import publish_many
+from realtime.publishing import publish_many
 from realtime.topics import MAX_TOPIC_LENGTH, InvalidTopic, check_topic
 
 MAX_BATCH = 500

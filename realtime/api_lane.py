@@ -26,7 +26,7 @@ from realtime import tokens
 from realtime.api import PublishUnavailable, can_publish, validated_events
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import InvalidEvent
-from realtime.publish import apublish_many
+from realtime.publishing import apublish_many
 
 PATH = "/api/publish"
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]

@@ -67,6 +67,7 @@ class Dispatcher:
             "dropped_worker_full": 0,
             "registrations": 0,
             "deregistrations": 0,
+            "failed_rounds": 0,
         }
         self._direct = isinstance(layer, RedisChannelLayer)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,16 +147,18 @@ class Dispatcher:
         while self._pending:
             pending, waiters = self._pending, self._waiters
             self._pending, self._waiters = {}, {}
-            failures = await (self._send_round(pending) if self._direct else self._group_send_each(pending))
-            for topic, topic_waiters in waiters.items():
-                failure = failures.get(topic)
-                for done in topic_waiters:
-                    if done.done():
-                        continue
-                    if failure is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(failure)
+            try:
+                failures = await (self._send_round(pending) if self._direct else self._group_send_each(pending))
+            except asyncio.CancelledError:
+                # The loop is going away: nobody may wait forever for a round that will never be sent.
+                _settle(waiters, dict.fromkeys(waiters, DispatchUnavailable("the dispatcher was stopped")))
+                raise
+            except Exception as exc:
+                # A bug or an error nobody foresaw: this round's publishers get it, the next round goes on.
+                self.stats["failed_rounds"] += 1
+                logger.exception("a dispatch round of %d topics failed", len(pending))
+                failures = dict.fromkeys(pending, exc)
+            _settle(waiters, failures)
 
     async def _send_round(self, pending: dict[str, list[bytes]]) -> dict[str, BaseException]:
         """One membership read for all topics, then one message per hosting worker (channels-redis)."""
@@ -234,6 +237,19 @@ class Dispatcher:
 
     async def areceive(self, worker_channel: str) -> dict[str, Any]:
         return await self.layer.receive(worker_channel)
+
+
+def _settle(waiters: dict[str, list[asyncio.Future[None]]], failures: dict[str, BaseException]) -> None:
+    """Resolve every publisher waiting on a round: with its topic's failure, or done."""
+    for topic, topic_waiters in waiters.items():
+        failure = failures.get(topic)
+        for done in topic_waiters:
+            if done.done():
+                continue
+            if failure is None:
+                done.set_result(None)
+            else:
+                done.set_exception(failure)
 
 
 _dispatcher: Dispatcher | None = None

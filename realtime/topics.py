@@ -43,10 +43,6 @@ def video_comments(video_id: int) -> str:
     return f"video.{int(video_id)}.comments"
 
 
-def video_viewers(video_id: int) -> str:
-    return f"video.{int(video_id)}.viewers"
-
-
 def presence_member(member_id: int) -> str:
     return f"presence.member.{int(member_id)}"
 

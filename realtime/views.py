@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from livesite.errors import error_response
 from realtime import auth, conf, peers
 from realtime.dispatcher import DispatchUnavailable
-from realtime.publish import adeliver_from_peer, forwarder
+from realtime.publishing import adeliver_from_peer, forwarder
 from realtime.topics import InvalidTopic, check_topic
 from realtime.worker import SUBSCRIBE, UNSUBSCRIBE, SubscriptionError, aget_worker
 

@@ -22,7 +22,7 @@ from realtime.census import CENSUS_PREFIX, Census, get_store
 from realtime.dispatcher import EVENT, EVENTS, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
 from realtime.outbox import Outbox
-from realtime.publish import apublish
+from realtime.publishing import apublish
 from realtime.topics import MAX_TOPIC_LENGTH, can_read
 
 logger = logging.getLogger(__name__)
@@ -394,9 +394,4 @@ async def aget_worker() -> Worker:
             await worker.astart()
             daphne.on_shutdown(worker.astop)
             _worker = worker
-    return _worker
-
-
-def current_worker() -> Worker | None:
-    """The started Worker of this process, if a stream has started one."""
     return _worker

@@ -11,7 +11,7 @@ import pytest
 
 from likes import coalesce, services
 from likes.group_commit import GroupCommit
-from realtime.publish import build_event
+from realtime.publishing import build_event
 from tests.clocks import FakeClock
 from tests.likes.factories import make_member, make_video
 
