@@ -189,9 +189,7 @@ REALTIME = {
     "TOKEN_CACHE_SECS": _env_float("REALTIME_TOKEN_CACHE_SECS", 10),
     "RPC_TIMEOUT_SECS": _env_float("REALTIME_RPC_TIMEOUT_SECS", 3),
     "DATA_CENTER": os.environ.get("DATA_CENTER", "dc1"),
-    "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
     "HEARTBEAT_SECS": _env_float("PRESENCE_HEARTBEAT_SECS", 30),
-    "BACKGROUND_TASKS": ["presence.services.asweep_forever"],
     # A live video's viewer count: the streams subscribed to its likes.
     "CENSUS_TOPICS": r"video\.[0-9]+\.likes",
     "CENSUS_SECS": _env_float("REALTIME_CENSUS_SECS", 5),
@@ -239,6 +237,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Live videos, likes, comments, presence and the real-time publish/subscribe API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "realtime.openapi.add_realtime_endpoints",
+    ],
 }
 
 LOGGING = {

@@ -2,13 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from realtime.api import PublishView
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("realtime/", include("realtime.urls")),
-    path("api/publish", PublishView.as_view(), name="api-publish"),
     path("api/", include("likes.urls")),
     path("api/", include("presence.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),

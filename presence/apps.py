@@ -16,6 +16,11 @@ class PresenceConfig(AppConfig):
     verbose_name = "Presence"
 
     def ready(self) -> None:
-        from presence import checks  # noqa: F401 (registers the system checks)
+        from presence import checks, services  # noqa: F401 (checks: registers the system checks)
+        from realtime import hooks
+
+        # Every member with an open stream beats; one worker's sweeper turns silence into "offline".
+        hooks.on_member_heartbeat(services.arecord_heartbeats)
+        hooks.add_background_task(services.asweep_forever)
 
         setting_changed.connect(_forget_store, dispatch_uid="presence-forget-store")

@@ -8,8 +8,6 @@ from django.core.checks import Error, register
 from presence import conf
 from realtime import conf as realtime_conf
 
-HEARTBEAT_HANDLER = "presence.services.arecord_heartbeats"
-SWEEPER = "presence.services.asweep_forever"
 # Below 2 x HEARTBEAT_SECS a member flickers offline whenever one heartbeat is merely late. At 2 x (the
 # defaults, 30 s and 60 s) one heartbeat call may fail without a flicker; the margin for drops comes from the
 # extra beats workers send when a stream opens and when it closes, so a reconnect within the whole window
@@ -47,16 +45,6 @@ def check_presence_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
                 f"HEARTBEAT_SECS ({heartbeat}s, what the offline threshold is checked against)",
                 hint="set both from PRESENCE_HEARTBEAT_SECS",
                 id="presence.E002",
-            )
-        )
-    if realtime_conf.get("MEMBER_HEARTBEAT_HANDLER") == HEARTBEAT_HANDLER and SWEEPER not in realtime_conf.get(
-        "BACKGROUND_TASKS"
-    ):
-        problems.append(
-            Error(
-                "presence records heartbeats but no worker sweeps: members would never go offline",
-                hint=f'add "{SWEEPER}" to REALTIME["BACKGROUND_TASKS"]',
-                id="presence.E004",
             )
         )
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("BACKEND", "")

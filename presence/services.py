@@ -1,9 +1,9 @@
 """Presence actions: record heartbeats, sweep silent members offline, read statuses; the only emitter of its events.
 
-Async, called by the real-time worker: `arecord_heartbeats` is its MEMBER_HEARTBEAT_HANDLER and `asweep_forever`
-one of its BACKGROUND_TASKS. The store decides every transition atomically, so each `presence.changed` event is
-published by exactly one worker. The Presence table (admin) is written off the hot path, on transitions only,
-through the named ORM boundaries below.
+Async, called by the real-time worker: `arecord_heartbeats` is a member-heartbeat hook and `asweep_forever` a
+background task (realtime.hooks, registered in PresenceConfig.ready). The store decides every transition
+atomically, so each `presence.changed` event is published by exactly one worker. The Presence table (admin) is
+written off the hot path, on transitions only, through the named ORM boundaries below.
 """
 
 import asyncio

@@ -12,7 +12,10 @@ class RealtimeConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
         from rest_framework.authtoken.models import Token
 
-        from realtime import checks, tokens  # noqa: F401 (checks: registers the system checks)
+        from realtime import census, checks, conf, hooks, tokens  # noqa: F401 (checks: registers the system checks)
+
+        if conf.get("CENSUS_TOPICS"):
+            hooks.add_periodic(lambda: conf.get("CENSUS_SECS"), census.areport_job)
 
         user_model = get_user_model()
         post_delete.connect(tokens.on_token_deleted, sender=Token, dispatch_uid="realtime.tokens.token")

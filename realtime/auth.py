@@ -1,86 +1,143 @@
-"""Who is asking: the member behind a session cookie or a DRF token. The ORM boundary of the stream path."""
+"""Who is asking, for every real-time endpoint: a session (with Django's CSRF check), a DRF token, or a peer.
 
+The one place credentials are read. The ORM is reached only through `_load_session_user` and
+`tokens.lookup`, each run in a thread; a token seen within TOKEN_CACHE_SECS costs no thread and no query.
+A loaded user has its permissions loaded with it, so `can_publish` never touches the database.
+"""
+
+import io
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.datastructures import CaseInsensitiveMapping
 from django.utils.module_loading import import_string
 
-from realtime import tokens
+from realtime import conf, peers, tokens
+from realtime.http import HttpError, Request
+
+PUBLISH_PERMISSION = "realtime.publish_event"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _member_from_session(session_key: str) -> int | None:
-    # Reuse Django's own checks (session hash, active user) through a bare request.
-    request = HttpRequest()
-    request.session = import_string(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(request)
-    return user.pk if user.is_authenticated else None
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated party of one request. `user` is a Django user (Any: the user model is swappable)."""
+
+    member_id: int | None
+    user: Any = None
+    scheme: str = "anonymous"  # "anonymous" | "session" | "token"
+
+    @property
+    def is_staff(self) -> bool:
+        return bool(self.user is not None and self.user.is_active and self.user.is_staff)
 
 
-def _member_from_token(key: str) -> int | None:
-    found = tokens.lookup(key)
-    return None if found is None else found[0].pk
+ANONYMOUS = Caller(None)
 
 
 def token_from_authorization(value: str) -> str | None:
+    """The key of an `Authorization: Token <key>` header, or None for any other scheme or shape."""
     scheme, _, key = value.partition(" ")
-    if scheme.lower() != "token" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "token" or not key or " " in key:
         return None
-    return key.strip()
+    return key
 
 
-class BadCredentials(Exception):
-    """A token was given but is unknown or its user inactive."""
+async def aauthenticate(request: Request) -> Caller:
+    """Async: the caller of `request`: by token if an Authorization header is sent, else by session cookie.
 
-
-def _resolve(cookie_header: str, authorization: str) -> int | None:
+    Raises HttpError: 401 for an Authorization header that is not a valid token (never silently anonymous),
+    403 for a session-authenticated unsafe request that fails Django's CSRF check, with Django's reason.
+    """
+    authorization = request.header("authorization")
     if authorization:
         key = token_from_authorization(authorization)
-        member = _member_from_token(key) if key else None
-        if member is None:
-            raise BadCredentials("invalid token: send 'Authorization: Token <key>' with a valid key")
-        return member
-    if cookie_header:
-        try:
-            cookies = SimpleCookie(cookie_header)
-        except CookieError:
-            return None
-        morsel = cookies.get(settings.SESSION_COOKIE_NAME)
-        if morsel is not None and morsel.value:
-            return _member_from_session(morsel.value)
-    return None
+        found = None
+        if key is not None:
+            found = tokens.cached(key) or await _alookup_token(key)
+        if found is None:
+            raise HttpError(401, "invalid_token", "invalid token: send 'Authorization: Token <key>' with a valid key")
+        user = found[0]
+        return Caller(user.pk, user, "token")
+    session_key = _session_key(request.header("cookie"))
+    if session_key is None:
+        return ANONYMOUS
+    user = await _aload_session_user(session_key)
+    if user is None:
+        return ANONYMOUS
+    if request.method not in SAFE_METHODS:
+        reason = csrf_failure(request)
+        if reason is not None:
+            raise HttpError(403, "csrf_failed", f"CSRF check failed: {reason} (send the X-CSRFToken header)")
+    return Caller(user.pk, user, "session")
 
 
-_aresolve = database_sync_to_async(_resolve)
+def can_publish(caller: Caller) -> bool:
+    """Whether the caller may use the generic publish API (superusers may; others need the permission)."""
+    user = caller.user
+    return bool(user is not None and user.is_active and user.has_perm(PUBLISH_PERMISSION))
 
 
-async def aresolve(cookie_header: str, authorization: str) -> int | None:
-    """Async: the member id for these request headers, None if anonymous; raises BadCredentials."""
-    key = token_from_authorization(authorization) if authorization else None
-    hit = tokens.cached(key) if key else None
-    if hit is not None:
-        return hit[0].pk  # No thread, no query: a token seen within TOKEN_CACHE_SECS.
-    return await _aresolve(cookie_header, authorization)
+def _session_key(cookie_header: str) -> str | None:
+    if not cookie_header:
+        return None
+    try:
+        morsel = SimpleCookie(cookie_header).get(settings.SESSION_COOKIE_NAME)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
 
 
-def headers_of(scope: dict) -> tuple[str, str]:
-    """The Cookie and Authorization headers of an ASGI scope, decoded."""
-    cookie = authorization = ""
-    for name, value in scope.get("headers", ()):
-        if name == b"cookie":
-            cookie = value.decode("latin-1")
-        elif name == b"authorization":
-            authorization = value.decode("latin-1")
-    return cookie, authorization
+def _load_session_user(session_key: str) -> Any:
+    # Django's own checks (the session's auth hash, an active user) through a bare request.
+    request = HttpRequest()
+    request.session = import_string(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
+    if not user.is_authenticated:
+        return None
+    user.get_all_permissions()  # Loaded now, in this thread: has_perm needs no query later.
+    return user
 
 
-def _is_staff(member_id: int) -> bool:
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.filter(pk=member_id, is_staff=True, is_active=True).exists()
+_aload_session_user = database_sync_to_async(_load_session_user)
+_alookup_token = database_sync_to_async(tokens.lookup)
 
 
-ais_staff = database_sync_to_async(_is_staff)
-"""Async: whether the member is active staff."""
+class _CsrfCheck(CsrfViewMiddleware):
+    # Django's CSRF check as the middleware runs it (cookie, token, Origin, Referer, trusted origins), but its
+    # `_reject` hands back the reason instead of rendering the failure page. `_reject(request, reason)` is
+    # the one method every refusal goes through in Django 4.1-5.2; tests/realtime/test_endpoints.py fails if
+    # that changes.
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason
+
+
+def csrf_failure(request: Request) -> str | None:
+    """Django's reason for refusing this request's CSRF check, or None if it passes."""
+    django_request = ASGIRequest(request.scope, io.BytesIO(request.body))
+    check = _CsrfCheck(lambda _request: None)
+    check.process_request(django_request)
+    result = check.process_view(django_request, None, (), {})
+    return result if isinstance(result, str) else None
+
+
+def verify_peer(request: Request, *, now: float) -> str:
+    """The name of the peer data centre that signed `request`; raises HttpError 403 saying why not."""
+    try:
+        return peers.verify(
+            CaseInsensitiveMapping(request.headers),
+            request.body,
+            secret=conf.get("PEER_SECRET"),
+            known=set(conf.get("PEERS")),
+            now=now,
+        )
+    except peers.InvalidPeerRequest as exc:
+        raise HttpError(403, "peer_rejected", str(exc)) from None

@@ -158,3 +158,25 @@ async def acount(topic: str) -> int:
 
     interval = conf.get("CENSUS_SECS")
     return await get_store(conf.get("REDIS_URL")).atotal(topic, time.time() - STALE_AFTER_INTERVALS * interval)
+
+
+_census: "Census | None" = None
+
+
+async def areport_job(worker: Any) -> None:
+    """The census as a worker's periodic job (realtime.hooks): report local counts, announce changed totals.
+
+    `worker` is the started realtime.worker.Worker; typed Any to keep this module free of the worker's imports.
+    """
+    from realtime import conf  # Imported here: keeps the rest of this module free of Django settings.
+    from realtime.publishing import apublish
+    from realtime.topics import MAX_TOPIC_LENGTH
+
+    global _census
+    if _census is None or _census.interval_secs != conf.get("CENSUS_SECS"):
+        _census = Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS"))
+    changed = await _census.areport(worker.channel, worker.hub.topics, time.time())
+    for topic, total in changed.items():
+        announce_on = CENSUS_PREFIX + topic
+        if len(announce_on) <= MAX_TOPIC_LENGTH:
+            await apublish(announce_on, "census.changed", {"topic": topic, "count": total})

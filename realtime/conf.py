@@ -24,13 +24,8 @@ DEFAULTS: dict[str, Any] = {
     # How long a subscription request waits for the worker that holds the connection.
     "RPC_TIMEOUT_SECS": 3.0,
     "DATA_CENTER": "dc1",
-    # Dotted path to `async def handler(member_ids: list[int]) -> None`, called with the members that hold
-    # a stream on this worker when one opens and every HEARTBEAT_SECS; None disables it.
-    "MEMBER_HEARTBEAT_HANDLER": None,
+    # How often a worker calls the member-heartbeat hooks (realtime.hooks) with the members it holds.
     "HEARTBEAT_SECS": 30.0,
-    # Dotted paths to `async def job() -> None` loops each worker runs for its lifetime (restarted with a
-    # back-off if they return or fail), e.g. the presence sweeper.
-    "BACKGROUND_TASKS": [],
     # Topics whose live subscriber count is summed over all workers every CENSUS_SECS and announced as
     # `census.changed` on `census.<topic>` (a regular expression; empty disables the census).
     "CENSUS_TOPICS": "",

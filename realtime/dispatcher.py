@@ -23,6 +23,8 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from redis.exceptions import RedisError
 
+from realtime.topics import group_name
+
 logger = logging.getLogger(__name__)
 
 WORKER_CHANNEL_PREFIX = "realtime.worker"
@@ -81,7 +83,7 @@ class Dispatcher:
 
     async def aregister(self, topic: str, worker_channel: str) -> None:
         """Add (or refresh the lease of) `worker_channel` as a host of `topic`."""
-        await self.layer.group_add(topic, worker_channel)
+        await self.layer.group_add(group_name(topic), worker_channel)
         self.stats["registrations"] += 1
 
     async def arefresh(self, topics: list[str], worker_channel: str) -> None:
@@ -97,13 +99,13 @@ class Dispatcher:
         layer = self.layer
         by_shard: dict[int, list[str]] = {}
         for topic in topics:
-            by_shard.setdefault(layer.consistent_hash(topic), []).append(topic)
+            by_shard.setdefault(layer.consistent_hash(group_name(topic)), []).append(topic)
 
         async def refresh(index: int, shard_topics: list[str]) -> None:
             now = time.time()
             async with layer.connection(index).pipeline(transaction=False) as pipe:
                 for topic in shard_topics:
-                    key = layer._group_key(topic)
+                    key = layer._group_key(group_name(topic))
                     pipe.zadd(key, {worker_channel: now})
                     pipe.expire(key, layer.group_expiry)
                 await pipe.execute()
@@ -112,7 +114,7 @@ class Dispatcher:
         self.stats["registrations"] += len(topics)
 
     async def aderegister(self, topic: str, worker_channel: str) -> None:
-        await self.layer.group_discard(topic, worker_channel)
+        await self.layer.group_discard(group_name(topic), worker_channel)
         self.stats["deregistrations"] += 1
 
     async def asend_event(self, topic: str, frame: bytes) -> None:
@@ -199,14 +201,14 @@ class Dispatcher:
         stale = int(time.time()) - layer.group_expiry
         by_shard: dict[int, list[str]] = {}
         for topic in topics:
-            by_shard.setdefault(layer.consistent_hash(topic), []).append(topic)
+            by_shard.setdefault(layer.consistent_hash(group_name(topic)), []).append(topic)
 
         async def read(index: int, shard_topics: list[str]) -> list[list[bytes]]:
             connection = layer.connection(index)
             if self._members_script is None:
                 self._members_script = connection.register_script(_MEMBERS_LUA)
             # The layer's own key format, as group_send uses.
-            keys = [layer._group_key(topic) for topic in shard_topics]
+            keys = [layer._group_key(group_name(topic)) for topic in shard_topics]
             return await self._members_script(keys=keys, args=[stale], client=connection)
 
         shards = list(by_shard.items())
@@ -226,7 +228,7 @@ class Dispatcher:
 
     async def _group_send(self, topic: str, frames: list[bytes]) -> None:
         try:
-            await self.layer.group_send(topic, {"type": EVENT, "topic": topic, "frames": frames})
+            await self.layer.group_send(group_name(topic), {"type": EVENT, "topic": topic, "frames": frames})
         except (RedisError, OSError) as exc:
             raise DispatchUnavailable(f"the channel layer is unreachable: {exc}") from exc
         self.stats["published"] += len(frames)

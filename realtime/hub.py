@@ -2,20 +2,15 @@
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_END_OF_STREAM = {"type": "http.response.body", "body": b"", "more_body": False}
-
-
-def body(chunk: bytes) -> dict[str, Any]:
+def body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
     """An ASGI body message."""
-    return {"type": "http.response.body", "body": chunk, "more_body": True}
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
 
 
 class Payload:
@@ -45,97 +40,63 @@ class Payload:
 
 # How long a stream reset for falling behind may take to read its last frames before its socket is dropped.
 RESET_GRACE_SECS = 5.0
+RESET_FRAME = b'event: reset\ndata: {"reason":"slow_consumer"}\n\n'
 
 
-class DirectWrite(Protocol):
-    def write(self, framed: bytes) -> bool: ...
+class StreamWriter(Protocol):
+    """How bytes reach one stream's socket: a server adapter (realtime.servers). Never awaits the socket.
 
-    def abort_later(self, delay_secs: float) -> None: ...
+    `write` takes a payload at once or refuses it: False when the stream has ended, or when its bounded
+    backlog (payloads the socket has not taken yet) would pass its limit; the caller then resets the stream.
+    `end` finishes the response after `final`; with `abort_after_secs`, the connection is dropped after that
+    long if the client has not read to the end (a stalled reader must not pin buffers).
+    """
+
+    kind: str
+
+    def write(self, payload: Payload) -> bool: ...
+
+    def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None: ...
 
 
 class Connection:
-    """One open SSE stream: who owns it, what it reads, and its bounded backlog.
+    """One open SSE stream: who owns it, what it reads, and how to write to it.
 
-    Writes go out at once: straight to the socket where the server allows it (realtime.daphne), else as
-    ASGI sends (Daphne never blocks one). When the server reports that the socket stopped draining
-    (`pause`), payloads wait in `pending`, at most MAX_PENDING_FRAMES events in all; past that the stream is closed with
-    a `reset` frame so the client reconnects and refetches, instead of letting one stalled reader grow the
-    worker's memory.
+    Writes never wait for the client: the writer sends at once or keeps a bounded backlog. When the backlog
+    is full the stream is ended with a `reset` frame, so the client reconnects and refetches, instead of
+    letting one stalled reader grow the worker's memory or delay anybody else's fan-out.
     """
 
-    __slots__ = (
-        "closed",
-        "direct",
-        "id",
-        "max_pending",
-        "member_id",
-        "overflowed",
-        "paused",
-        "pending",
-        "pending_frames",
-        "send",
-        "topics",
-    )
+    __slots__ = ("closed", "ended", "id", "member_id", "overflowed", "topics", "writer")
 
-    def __init__(self, connection_id: str, member_id: int | None, send: Send, *, max_pending: int) -> None:
+    def __init__(self, connection_id: str, member_id: int | None, writer: StreamWriter) -> None:
         self.id = connection_id
         self.member_id = member_id
-        self.send = send
-        self.direct: DirectWrite | None = None
+        self.writer = writer
         self.topics: set[str] = set()
-        self.pending: deque[Payload] | None = None
-        self.pending_frames = 0
-        self.paused = False
         self.closed = False
         self.overflowed = False
-        self.max_pending = max_pending
+        # Set when the server side ended the stream: the stream's task stops waiting and cleans up.
+        self.ended = asyncio.Event()
 
-    async def write(self, payload: Payload) -> bool:
-        """Write or queue one payload; False if the stream is closed, or was just closed for overflow."""
+    def write(self, payload: Payload) -> bool:
+        """Write or queue one payload; False if the stream is closed, or was just reset for falling behind."""
         if self.closed:
             return False
-        if self.paused:
-            if self.pending is None:
-                self.pending = deque()
-            if self.pending_frames + payload.frames > self.max_pending:
-                await self.close(reset=True)
-                return False
-            self.pending.append(payload)
-            self.pending_frames += payload.frames
+        if self.writer.write(payload):
             return True
-        return await self._put(payload)
+        if not self.closed:
+            self.overflowed = True
+            self.close(RESET_FRAME, abort_after_secs=RESET_GRACE_SECS)
+        return False
 
-    async def _put(self, payload: Payload) -> bool:
-        if self.direct is not None:
-            return self.direct.write(payload.framed)
-        await self.send(payload.message)
-        return True
-
-    def pause(self) -> None:
-        self.paused = True
-
-    async def resume(self) -> None:
-        self.paused = False
-        while self.pending and not self.paused and not self.closed:
-            payload = self.pending.popleft()
-            self.pending_frames -= payload.frames
-            await self._put(payload)
-        if not self.pending:
-            self.pending = None
-
-    async def close(self, *, reset: bool = False) -> None:
-        """End the stream from the server side; the server then reports the disconnect to the stream's task."""
+    def close(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:
+        """End the stream from the server side, after `final` (a last frame saying why)."""
         if self.closed:
             return
         self.closed = True
-        self.pending = None
-        self.pending_frames = 0
-        if reset:
-            self.overflowed = True
-            await self.send(body(b'event: reset\ndata: {"reason":"slow_consumer"}\n\n'))
-        await self.send(_END_OF_STREAM)
-        if reset and self.direct is not None:
-            self.direct.abort_later(RESET_GRACE_SECS)
+        self.writer.end(final, abort_after_secs=abort_after_secs)
+        self.ended.set()
 
 
 class Hub:
@@ -150,9 +111,12 @@ class Hub:
         self.topics: dict[str, set[Connection]] = {}
         self.members: dict[int, int] = {}
         self.stats = {"delivered": 0, "overflow_closed": 0, "events": 0}
+        # Streams opened per writer kind ("daphne-direct", "queued"): the tests check which path is in use.
+        self.writers: dict[str, int] = {}
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
+        self.writers[conn.writer.kind] = self.writers.get(conn.writer.kind, 0) + 1
         if conn.member_id is not None:
             self.members[conn.member_id] = self.members.get(conn.member_id, 0) + 1
 
@@ -216,7 +180,7 @@ class Hub:
             if conn.closed:
                 continue
             try:
-                if await conn.write(payload):
+                if conn.write(payload):
                     delivered += 1
                 elif conn.overflowed:
                     self.stats["overflow_closed"] += 1
@@ -230,13 +194,16 @@ class Hub:
         return delivered
 
     async def write_all(self, chunk: bytes, *, yield_every: int = 1000) -> None:
-        """Write `chunk` (a keep-alive) to every stream that is not paused, yielding between batches."""
+        """Write `chunk` (a keep-alive) to every stream, yielding between batches.
+
+        A stream whose backlog is full is reset by it: a keep-alive that cannot be taken means a dead reader.
+        """
         payload = Payload(chunk)
         for index, conn in enumerate(tuple(self.connections.values())):
-            if not conn.paused:
-                try:
-                    await conn.write(payload)
-                except Exception:
-                    logger.exception("keep-alive write to connection %s failed", conn.id)
+            try:
+                if not conn.write(payload) and conn.overflowed:
+                    self.stats["overflow_closed"] += 1
+            except Exception:
+                logger.exception("keep-alive write to connection %s failed", conn.id)
             if index % yield_every == yield_every - 1:
                 await asyncio.sleep(0)

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -88,9 +89,12 @@ def verify(headers: Any, body: bytes, *, secret: str, known: set[str], now: floa
         sent_at = float(timestamp)
     except ValueError:
         raise InvalidPeerRequest(f"{HEADER_TIMESTAMP} is not a number") from None
-    if abs(now - sent_at) > MAX_CLOCK_SKEW_SECS:
+    # NaN compares false with everything: it would never be stale.
+    if not math.isfinite(sent_at) or abs(now - sent_at) > MAX_CLOCK_SKEW_SECS:
         raise InvalidPeerRequest("the request is stale or from the future (replay or clock skew)")
-    if not hmac.compare_digest(signature(secret, timestamp, sender, body), given):
+    # Bytes, not str: compare_digest refuses non-ASCII text, and a forged header may hold any byte.
+    expected = signature(secret, timestamp, sender, body).encode()
+    if not hmac.compare_digest(expected, given.encode("utf-8", "surrogateescape")):
         raise InvalidPeerRequest("bad signature")
     return sender
 

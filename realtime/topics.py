@@ -1,6 +1,8 @@
 """Topic names: how they are built, validated, and who may read them. Pure."""
 
+import hashlib
 import re
+from collections.abc import Iterable
 
 MAX_TOPIC_LENGTH = 100
 # Channels' group-name alphabet, lower-cased, dotted: a topic is used as a channel-layer group name as is.
@@ -10,6 +12,14 @@ _MEMBER_PRIVATE_RE = re.compile(r"^member\.([0-9]+)\.")
 
 class InvalidTopic(ValueError):
     """A topic name that breaks the naming rules; the message says which rule."""
+
+
+class TooManyTopics(ValueError):
+    """A connection would hold more topics than it may."""
+
+
+class ForbiddenTopic(ValueError):
+    """A stream asked for a topic its owner may not read."""
 
 
 def check_topic(topic: object) -> str:
@@ -25,6 +35,37 @@ def check_topic(topic: object) -> str:
             f"topic {topic!r} is not dotted lower-case words (letters a-z, digits, '-', '_' separated by '.')"
         )
     return topic
+
+
+def check_topic_count(count: int, limit: int) -> None:
+    """The one topic limit: raise TooManyTopics if a connection would hold `count` > `limit` topics."""
+    if count > limit:
+        raise TooManyTopics(f"a connection may hold at most {limit} topics: unsubscribe from some first")
+
+
+def check_readable(topics: Iterable[str], member_id: int | None) -> None:
+    """Raise ForbiddenTopic for the first of `topics` a stream owned by `member_id` may not read."""
+    for topic in topics:
+        if not can_read(topic, member_id):
+            raise ForbiddenTopic(f"this stream may not read {topic!r}: it is another member's")
+
+
+# Channels accepts group names only SHORTER than 100 characters (FIELD-NOTES), topics may have 100.
+_MAX_GROUP_NAME = 99
+_HASHED_PREFIX = 60
+
+
+def group_name(topic: str) -> str:
+    """The channel-layer group name of a valid topic: the topic itself, or a prefix + digest if too long.
+
+    A digest name could only ever equal another real topic's name by choice of that topic; even then the
+    cost is a worker receiving events it has no subscriber for (counted as stray), never a wrong delivery:
+    workers fan out by topic, not by group.
+    """
+    if len(topic) <= _MAX_GROUP_NAME:
+        return topic
+    digest = hashlib.sha256(topic.encode()).hexdigest()[:32]
+    return f"{topic[:_HASHED_PREFIX]}.{digest}"
 
 
 def can_read(topic: str, member_id: int | None) -> bool:

@@ -1,45 +1,40 @@
-"""The frontend connection manager of one process: its hub, its worker channel, and its background loops.
+"""The life of one worker process: its hub, its worker channel, its loops, start and stop.
 
-One Worker per process (per event loop), started by the first stream. It receives events for its topics
-on its worker channel and fans them out through the hub; it answers subscription requests for the
-connections it holds, wherever they were sent; it keeps its topic leases, keep-alives and member
-heartbeats going.
+One Worker per process (per event loop), started by the first request that needs it (Daphne has no ASGI
+lifespan) or by the lifespan's startup where the server has one. It receives events for its topics on its
+worker channel and fans them out through the outbox and the hub; it answers subscription requests for the
+connections it holds (realtime.rpc), keeps its registrations (realtime.registry), keep-alives, and runs the
+hooks other apps registered (realtime.hooks).
 """
 
 import asyncio
 import contextvars
-import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from django.utils.module_loading import import_string
-
-from realtime import conf, daphne, sse
-from realtime.census import CENSUS_PREFIX, Census, get_store
+from realtime import conf, hooks, servers, sse
 from realtime.dispatcher import EVENT, EVENTS, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
 from realtime.hub import Connection, Hub
 from realtime.outbox import Outbox
-from realtime.publishing import apublish
-from realtime.topics import MAX_TOPIC_LENGTH, can_read
+from realtime.registry import Registry
+from realtime.rpc import (
+    FORBIDDEN_TOPIC,
+    NOT_YOUR_CONNECTION,
+    TOO_MANY_TOPICS,
+    UNKNOWN_CONNECTION,
+    Refused,
+    Rpc,
+)
+from realtime.topics import ForbiddenTopic, TooManyTopics, check_readable, check_topic_count
 
 logger = logging.getLogger(__name__)
 
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
 _ERROR_BACKOFF_SECS = 1.0
-
-
-class SubscriptionError(Exception):
-    """A refused subscription change: an HTTP status, a stable code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class Worker:
@@ -52,9 +47,6 @@ class Worker:
         max_topics: int = 128,
         rpc_timeout_secs: float = 3.0,
         heartbeat_secs: float = 30.0,
-        heartbeat_handler: Callable[[list[int]], Awaitable[None]] | None = None,
-        background_tasks: Iterable[Callable[[], Awaitable[None]]] = (),
-        census: Census | None = None,
         flush_secs: float = 0.02,
     ) -> None:
         self.dispatcher = dispatcher
@@ -64,54 +56,58 @@ class Worker:
         self.max_topics = max_topics
         self.rpc_timeout_secs = rpc_timeout_secs
         self.heartbeat_secs = heartbeat_secs
-        self.heartbeat_handler = heartbeat_handler
-        self.background_tasks = list(background_tasks)
-        self.census = census
         self.outbox = Outbox(self._deliver, flush_secs=flush_secs)
         self.channel = ""
-        self.registered: set[str] = set()
-        self._topic_locks: dict[str, list[Any]] = {}  # topic -> [lock, users]
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._rpc_ids = itertools.count(1)
-        self._tasks: list[asyncio.Task[None]] = []
+        self.registry = Registry(dispatcher, "", self.hub.has_topic)
+        self.rpc = Rpc(dispatcher, "", timeout_secs=rpc_timeout_secs)
+        self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0, "rpc_served": 0, "rpc_sent": 0}
+        self.stopped = False
+        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0}
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def astart(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = await self.dispatcher.anew_worker_channel()
+        self.registry = Registry(self.dispatcher, self.channel, self.hub.has_topic)
+        self.rpc = Rpc(self.dispatcher, self.channel, timeout_secs=self.rpc_timeout_secs)
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
             self._task(self.outbox.run(), name="realtime-flush"),
-            self._task(self._every(self.lease_secs / 3, self._refresh_leases), name="realtime-leases"),
+            self._task(self._every(self.lease_secs / 3, self.registry.arefresh), name="realtime-leases"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
         ]
-        if self.heartbeat_handler is not None:
+        if hooks.member_heartbeats:
             self._tasks.append(self._task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat"))
-        if self.census is not None and self.census.pattern is not None:
-            self._tasks.append(self._task(self._every(self.census.interval_secs, self._count), name="realtime-census"))
-        for job in self.background_tasks:
-            self._tasks.append(self._task(self._forever(job), name=f"realtime-{job.__name__}"))
+        for periodic in hooks.periodic_jobs:
+            job = periodic.job
+            self._tasks.append(
+                self._task(
+                    self._every(periodic.interval_secs(), lambda job=job: job(self)), name=f"realtime-{job.__name__}"
+                )
+            )
+        for background in hooks.background_tasks:
+            self._tasks.append(self._task(self._forever(background), name=f"realtime-{background.__name__}"))
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self, *, timeout_secs: float = 5.0) -> None:
-        """Cancel the loops and give up every registration at once, instead of leaving them to expire.
+        """End every stream cleanly, cancel the loops, and give up every registration at once.
 
-        Run on Daphne's shutdown (SIGTERM, SIGINT); a SIGKILLed worker relies on the leases instead.
+        Run on the server's shutdown (Daphne's reactor trigger, or the ASGI lifespan); a SIGKILLed worker
+        relies on the leases instead.
         """
+        if self.stopped:
+            return
+        self.stopped = True
+        for conn in list(self.hub.connections.values()):
+            # The final chunk: every client library sees a clean end and reconnects (to another worker).
+            conn.close()
         for task in self._tasks:
             task.cancel()
-        topics = list(self.registered)
-        self.registered.clear()
-        try:
-            async with asyncio.timeout(timeout_secs):
-                await asyncio.gather(*(self.dispatcher.aderegister(topic, self.channel) for topic in topics))
-        except TimeoutError:
-            logger.warning("worker %s left some registrations to expire with their lease", self.channel)
-        logger.info("realtime worker %s stopped: %d registrations withdrawn", self.channel, len(topics))
+        withdrawn = await self.registry.awithdraw(timeout_secs=timeout_secs)
+        logger.info("realtime worker %s stopped: %d registrations withdrawn", self.channel, withdrawn)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -122,130 +118,58 @@ class Worker:
     async def aattach(self, conn: Connection, topics: Iterable[str] = ()) -> None:
         """Add a stream and its first topics; returns once this worker is registered for all of them."""
         self.hub.add(conn)
-        await self._sync_topics(self.hub.subscribe(conn, topics))
-        if conn.member_id is not None and self.heartbeat_handler is not None:
-            self._spawn(self.heartbeat_handler([conn.member_id]))
+        await self.registry.async_topics(self.hub.subscribe(conn, topics))
+        if conn.member_id is not None:
+            self._beat([conn.member_id])
 
     def detach(self, conn: Connection) -> None:
         """Forget a closed stream. Sync, so it runs even in a cancelled task; deregistration follows."""
         conn.closed = True
         emptied = self.hub.remove(conn)
         if emptied:
-            self._spawn(self._sync_topics(emptied))
-        if conn.member_id is not None and self.heartbeat_handler is not None:
+            self._spawn(self.registry.async_topics(emptied))
+        if conn.member_id is not None:
             # A last beat at the close: the member's offline window starts now, not at the previous beat, so a
             # reconnect anywhere within the whole window changes nothing.
-            self._spawn(self.heartbeat_handler([conn.member_id]))
+            self._beat([conn.member_id])
 
     async def achange(self, connection_id: str, op: str, topics: list[str], member_id: int | None) -> list[str]:
         """Subscribe or unsubscribe a connection held by any worker; returns its resulting topics.
 
-        Raises SubscriptionError (404 unknown connection, 403 not its owner, 409 too many topics).
+        Raises Refused (unknown_connection, not_your_connection, forbidden_topic, too_many_topics).
         """
         _, _, channel = connection_id.partition("~")
         if channel == self.channel:
             return await self._change_local(connection_id, op, topics, member_id)
         if not is_worker_channel(channel):
-            raise SubscriptionError(404, "unknown_connection", "no open stream has this connection_id")
-        return await self._change_remote(channel, connection_id, op, topics, member_id)
+            raise Refused(UNKNOWN_CONNECTION, "no open stream has this connection_id: open /realtime/connect again")
+        request = {"op": op, "connection_id": connection_id, "topics": topics, "member_id": member_id}
+        result: list[str] = await self.rpc.acall(channel, request)
+        return result
 
     async def _change_local(self, connection_id: str, op: str, topics: list[str], member_id: int | None) -> list[str]:
         conn = self.hub.get(connection_id)
         if conn is None or conn.closed:
-            raise SubscriptionError(
-                404,
-                "unknown_connection",
-                "no open stream has this connection_id: open /realtime/connect again",
-            )
+            raise Refused(UNKNOWN_CONNECTION, "no open stream has this connection_id: open /realtime/connect again")
         if conn.member_id is not None and conn.member_id != member_id:
-            raise SubscriptionError(403, "not_your_connection", "this stream belongs to another member")
+            raise Refused(NOT_YOUR_CONNECTION, "this stream belongs to another member")
         if op == SUBSCRIBE:
-            forbidden = [topic for topic in topics if not can_read(topic, conn.member_id)]
-            if forbidden:
-                raise SubscriptionError(
-                    403,
-                    "forbidden_topic",
-                    f"this stream may not read {forbidden[0]!r}: it is another member's",
-                )
-            if len(conn.topics | set(topics)) > self.max_topics:
-                raise SubscriptionError(
-                    409,
-                    "too_many_topics",
-                    f"a connection may hold at most {self.max_topics} topics: unsubscribe from some first",
-                )
-            await self._sync_topics(self.hub.subscribe(conn, topics))
+            try:
+                check_readable(topics, conn.member_id)
+                check_topic_count(len(conn.topics | set(topics)), self.max_topics)
+            except ForbiddenTopic as exc:
+                raise Refused(FORBIDDEN_TOPIC, str(exc)) from None
+            except TooManyTopics as exc:
+                raise Refused(TOO_MANY_TOPICS, str(exc)) from None
+            await self.registry.async_topics(self.hub.subscribe(conn, topics))
         else:
-            await self._sync_topics(self.hub.unsubscribe(conn, topics))
+            await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
         return sorted(conn.topics)
 
-    async def _change_remote(
-        self, channel: str, connection_id: str, op: str, topics: list[str], member_id: int | None
-    ) -> list[str]:
-        rid = next(self._rpc_ids)
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[rid] = reply
-        self.stats["rpc_sent"] += 1
-        try:
-            await self.dispatcher.asend(
-                channel,
-                {
-                    "type": RPC,
-                    "op": op,
-                    "connection_id": connection_id,
-                    "topics": topics,
-                    "member_id": member_id,
-                    "reply_to": self.channel,
-                    "rid": rid,
-                },
-            )
-            answer = await asyncio.wait_for(reply, self.rpc_timeout_secs)
-        except TimeoutError:
-            raise SubscriptionError(
-                404, "unknown_connection", "the worker holding this connection did not answer: reconnect"
-            ) from None
-        finally:
-            self._replies.pop(rid, None)
-        if answer.get("error"):
-            raise SubscriptionError(answer["status"], answer["code"], answer["error"])
-        return answer["topics"]
-
-    # -- registrations ----------------------------------------------------------------------------
-
-    async def _sync_topics(self, topics: list[str]) -> None:
-        if len(topics) == 1:
-            await self._sync_topic(topics[0])
-        elif topics:
-            await asyncio.gather(*(self._sync_topic(topic) for topic in topics))
-
-    async def _sync_topic(self, topic: str) -> None:
-        """Make the registration of `topic` match whether the hub has local subscribers for it.
-
-        Serialised per topic and decided when the lock is held, so a deregistration scheduled by a closing
-        stream can never undo the registration a new subscriber needs, and a second subscriber returns
-        only once the first one's registration is in place.
-        """
-        entry = self._topic_locks.get(topic)
-        if entry is None:
-            entry = self._topic_locks[topic] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                wanted = self.hub.has_topic(topic)
-                if wanted and topic not in self.registered:
-                    await self.dispatcher.aregister(topic, self.channel)
-                    self.registered.add(topic)
-                elif not wanted and topic in self.registered:
-                    self.registered.discard(topic)
-                    await self.dispatcher.aderegister(topic, self.channel)
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._topic_locks[topic]
-
-    async def _refresh_leases(self, batch: int = 5000) -> None:
-        topics = list(self.registered)
-        for start in range(0, len(topics), batch):
-            await self.dispatcher.arefresh(topics[start : start + batch], self.channel)
+    async def _serve_change(self, message: dict[str, Any]) -> list[str]:
+        return await self._change_local(
+            message["connection_id"], message["op"], list(message["topics"]), message.get("member_id")
+        )
 
     # -- background loops -------------------------------------------------------------------------
 
@@ -262,11 +186,9 @@ class Worker:
                         self.stats["received_events"] += len(frames)
                         await self.outbox.put(topic, frames)
                 elif kind == RPC:
-                    self._spawn(self._serve_rpc(message))
+                    self._spawn(self.rpc.aserve(message, self._serve_change))
                 elif kind == REPLY:
-                    future = self._replies.get(message.get("rid"))
-                    if future is not None and not future.done():
-                        future.set_result(message)
+                    self.rpc.answered(message)
                 else:
                     logger.warning("worker %s ignored a message of type %r", self.channel, kind)
             except asyncio.CancelledError:
@@ -280,17 +202,6 @@ class Worker:
         chunk = frames[0] if len(frames) == 1 else b"".join(frames)
         if not await self.hub.fan_out(topic, chunk, frames=len(frames)):
             self.stats["stray_events"] += len(frames)
-
-    async def _serve_rpc(self, message: dict[str, Any]) -> None:
-        self.stats["rpc_served"] += 1
-        reply: dict[str, Any] = {"type": REPLY, "rid": message["rid"]}
-        try:
-            reply["topics"] = await self._change_local(
-                message["connection_id"], message["op"], list(message["topics"]), message.get("member_id")
-            )
-        except SubscriptionError as exc:
-            reply.update(status=exc.status, code=exc.code, error=exc.message)
-        await self.dispatcher.asend(message["reply_to"], reply)
 
     async def _every(self, interval_secs: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -313,30 +224,28 @@ class Worker:
                 logger.exception("realtime background task %s failed", job.__name__)
             await asyncio.sleep(_ERROR_BACKOFF_SECS)
 
-    async def _count(self) -> None:
-        changed = await self.census.areport(self.channel, self.hub.topics, time.time())
-        for topic, total in changed.items():
-            announce_on = CENSUS_PREFIX + topic
-            if len(announce_on) <= MAX_TOPIC_LENGTH:
-                await apublish(announce_on, "census.changed", {"topic": topic, "count": total})
-
     async def _keepalive(self) -> None:
         await self.hub.write_all(sse.comment())
 
     async def _heartbeat(self) -> None:
         members = list(self.hub.members)
-        if members and self.heartbeat_handler is not None:
-            await self.heartbeat_handler(members)
+        if members:
+            for handler in hooks.member_heartbeats:
+                await handler(members)
+
+    def _beat(self, members: list[int]) -> None:
+        for handler in hooks.member_heartbeats:
+            self._spawn(handler(members))
 
     @staticmethod
-    def _task(coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+    def _task(coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         # A fresh context: the worker is started from whichever request comes first, and a task inherits the
         # creator's context variables. From a Django view that includes asgiref's per-request executor for
         # thread-sensitive sync_to_async, which is shut down when the request ends; database_sync_to_async
         # in the worker's tasks (presence) would then fail with "CurrentThreadExecutor already quit".
         return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
@@ -353,9 +262,11 @@ class Worker:
             "time": time.time() if now is None else now,
             "connections": len(self.hub.connections),
             "topics": len(self.hub.topics),
-            "registered_topics": len(self.registered),
+            "registered_topics": len(self.registry.registered),
             "members": len(self.hub.members),
+            "writers": dict(self.hub.writers),
             **self.stats,
+            **self.rpc.stats,
             **self.hub.stats,
             **{f"outbox_{name}": value for name, value in self.outbox.stats.items()},
             "outbox_waiting": self.outbox.frames,
@@ -374,11 +285,10 @@ async def aget_worker() -> Worker:
     loop = asyncio.get_running_loop()
     if _worker is not None and _worker.loop is loop:
         return _worker
-    if _starting is None or _starting._loop not in (None, loop):
+    if _starting is None or _starting._loop not in (None, loop):  # type: ignore[attr-defined]
         _starting = asyncio.Lock()
     async with _starting:
         if _worker is None or _worker.loop is not loop:
-            handler_path = conf.get("MEMBER_HEARTBEAT_HANDLER")
             worker = Worker(
                 get_dispatcher(),
                 keepalive_secs=conf.get("KEEPALIVE_SECS"),
@@ -386,12 +296,15 @@ async def aget_worker() -> Worker:
                 max_topics=conf.get("MAX_TOPICS_PER_CONNECTION"),
                 rpc_timeout_secs=conf.get("RPC_TIMEOUT_SECS"),
                 heartbeat_secs=conf.get("HEARTBEAT_SECS"),
-                heartbeat_handler=import_string(handler_path) if handler_path else None,
-                background_tasks=[import_string(path) for path in conf.get("BACKGROUND_TASKS")],
-                census=Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS")),
                 flush_secs=conf.get("FLUSH_MS") / 1000,
             )
             await worker.astart()
-            daphne.on_shutdown(worker.astop)
+            servers.on_shutdown(worker.astop)
             _worker = worker
     return _worker
+
+
+async def astop_worker() -> None:
+    """Stop this process's Worker if one was started (the ASGI lifespan's shutdown)."""
+    if _worker is not None and _worker.loop is asyncio.get_running_loop():
+        await _worker.astop()

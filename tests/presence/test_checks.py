@@ -6,11 +6,7 @@ import pytest
 
 from presence.checks import check_presence_settings
 
-WIRED = {
-    "MEMBER_HEARTBEAT_HANDLER": "presence.services.arecord_heartbeats",
-    "HEARTBEAT_SECS": 0.2,
-    "BACKGROUND_TASKS": ["presence.services.asweep_forever"],
-}
+WIRED = {"HEARTBEAT_SECS": 0.2}
 
 
 def _ids(settings: Any, *, heartbeat: float = 0.2, offline_after: float = 0.6, **realtime: Any) -> list[str]:
@@ -42,8 +38,13 @@ def test_the_worker_and_presence_must_agree_on_the_heartbeat(settings: Any) -> N
     assert _ids(settings, HEARTBEAT_SECS=0.3) == ["presence.E002"]
 
 
-def test_heartbeats_without_a_sweeper_are_refused(settings: Any) -> None:
-    assert _ids(settings, BACKGROUND_TASKS=[]) == ["presence.E004"]
+def test_presence_plugs_into_every_worker_through_the_core_hooks() -> None:
+    from presence import services
+    from realtime import hooks
+
+    # Registered by PresenceConfig.ready: a worker records heartbeats AND sweeps, never one without the other.
+    assert services.arecord_heartbeats in hooks.member_heartbeats
+    assert services.asweep_forever in hooks.background_tasks
 
 
 def test_several_workers_need_a_shared_store(settings: Any) -> None:

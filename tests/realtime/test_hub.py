@@ -1,26 +1,46 @@
-"""The in-process fan-out and its bounded backlog, with a recording `send` instead of a server."""
+"""The in-process fan-out and its bounded backlog, through the generic queued writer and a `send` we control.
+
+A `send` that blocks is what uvicorn's does for a reader that stopped reading: the fan-out must never wait for it.
+"""
+
+import asyncio
 
 from realtime.hub import Connection, Hub
+from realtime.servers.queued import QueuedWriter
 
 
 class Recorder:
-    def __init__(self):
-        self.messages = []
+    """An ASGI `send` that records what it is given; `stall()` makes it block like an undrained socket."""
 
-    async def __call__(self, message):
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, message: dict) -> None:
+        await self.flowing.wait()
         self.messages.append(message)
+        self.arrived.set()
+
+    def stall(self) -> None:
+        self.flowing.clear()
 
     @property
-    def bodies(self):
-        return [m["body"] for m in self.messages]
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.messages if m["body"]]
+
+    async def settle(self) -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
 
 
-def make(conn_id, member=None, max_pending=3):
+def make(conn_id: str, member: int | None = None, max_pending: int = 3) -> tuple[Connection, Recorder]:
     recorder = Recorder()
-    return Connection(conn_id, member, recorder, max_pending=max_pending), recorder
+    return Connection(conn_id, member, QueuedWriter(recorder, max_pending=max_pending)), recorder
 
 
-def test_first_and_last_subscribers_are_reported():
+async def test_first_and_last_subscribers_are_reported() -> None:
     hub = Hub()
     a, _ = make("a")
     b, _ = make("b")
@@ -33,9 +53,10 @@ def test_first_and_last_subscribers_are_reported():
     assert hub.remove(a) == ["t2"]
     assert hub.topics == {}
     assert hub.connections == {}
+    assert hub.writers == {"queued": 2}
 
 
-def test_members_count_devices():
+async def test_members_count_devices() -> None:
     hub = Hub()
     a, _ = make("a", member=7)
     b, _ = make("b", member=7)
@@ -48,7 +69,7 @@ def test_members_count_devices():
     assert hub.members == {}
 
 
-async def test_fan_out_writes_the_same_frame_to_each_subscriber_only():
+async def test_fan_out_writes_the_same_frame_to_each_subscriber_only() -> None:
     hub = Hub()
     a, rec_a = make("a")
     b, rec_b = make("b")
@@ -59,50 +80,59 @@ async def test_fan_out_writes_the_same_frame_to_each_subscriber_only():
     hub.subscribe(b, ["t"])
     hub.subscribe(c, ["other"])
     assert await hub.fan_out("t", b"frame") == 2
+    await rec_a.settle()
     assert rec_a.bodies == [b"frame"]
     assert rec_b.bodies == [b"frame"]
     assert rec_c.bodies == []
     assert await hub.fan_out("nobody", b"x") == 0
 
 
-async def test_a_paused_stream_buffers_then_flushes_in_order():
+async def test_a_stalled_stream_buffers_then_flushes_in_order() -> None:
     hub = Hub()
     a, rec = make("a", max_pending=3)
     hub.add(a)
     hub.subscribe(a, ["t"])
-    a.pause()
+    rec.stall()
+    await rec.settle()
     for n in range(3):
         await hub.fan_out("t", b"%d" % n)
     assert rec.bodies == []
-    await a.resume()
+    rec.flowing.set()
+    await rec.settle()
     assert rec.bodies == [b"0", b"1", b"2"]
 
 
-async def test_a_stalled_stream_is_closed_with_a_reset_frame_past_its_backlog():
+async def test_a_stalled_reader_never_delays_the_others_and_is_reset_past_its_backlog() -> None:
     hub = Hub()
     slow, rec_slow = make("slow", max_pending=2)
     fast, rec_fast = make("fast", max_pending=2)
     for conn in (slow, fast):
         hub.add(conn)
         hub.subscribe(conn, ["t"])
-    slow.pause()
+    rec_slow.stall()
     for n in range(4):
-        await hub.fan_out("t", b"%d" % n)
+        # Bounded: a fan-out that awaited the stalled socket would never return.
+        await asyncio.wait_for(hub.fan_out("t", b"%d" % n), 1)
+        await rec_fast.settle()
     assert slow.closed
-    assert rec_slow.bodies[0].startswith(b"event: reset")
-    assert rec_slow.messages[-1]["more_body"] is False
+    assert slow.ended.is_set()
     assert hub.stats["overflow_closed"] == 1
     assert rec_fast.bodies == [b"0", b"1", b"2", b"3"]
+    # Once the socket drains, the reader finds the reset frame and the end of the response.
+    rec_slow.flowing.set()
+    await rec_slow.settle()
+    assert rec_slow.bodies[-1].startswith(b"event: reset")
+    assert rec_slow.messages[-1]["more_body"] is False
 
 
-async def test_the_backlog_counts_events_not_writes():
+async def test_the_backlog_counts_events_not_writes() -> None:
     hub = Hub()
     slow, rec = make("slow", max_pending=5)
     hub.add(slow)
     hub.subscribe(slow, ["t"])
-    slow.pause()
+    rec.stall()
+    await rec.settle()
     await hub.fan_out("t", b"three events", frames=3)
     assert not slow.closed
     await hub.fan_out("t", b"three more", frames=3)
     assert slow.closed
-    assert rec.bodies[0].startswith(b"event: reset")

@@ -1,0 +1,132 @@
+"""The real-time HTTP endpoints other than the stream: subscriptions, publish, peer events, stats.
+
+Each is a bare ASGI app (realtime.http.endpoint) with one implementation: authenticate (realtime.auth),
+validate the body (realtime.bodies), call the core, answer JSON. Refusals from the core arrive as codes; this
+module alone maps them to HTTP statuses (`STATUS_OF`).
+"""
+
+import time
+
+from realtime import auth, bodies, conf, peers
+from realtime.dispatcher import DispatchUnavailable
+from realtime.events import InvalidEvent
+from realtime.http import (
+    HttpError,
+    Receive,
+    Request,
+    Send,
+    aread_body,
+    asend_json,
+    check_json_content_type,
+    check_method,
+    endpoint,
+    parse_json,
+)
+from realtime.publishing import adeliver_from_peer, apublish_many, forwarder
+from realtime.rpc import FORBIDDEN_TOPIC, NOT_YOUR_CONNECTION, TOO_MANY_TOPICS, UNKNOWN_CONNECTION, Refused
+from realtime.topics import TooManyTopics
+from realtime.worker import SUBSCRIBE, UNSUBSCRIBE, aget_worker
+
+SUBSCRIPTION_BODY_LIMIT = 64 * 1024
+PEER_BODY_LIMIT = peers.MAX_BATCH * 64 * 1024
+# Django's own limit for request bodies, which the publish API always had.
+PUBLISH_BODY_LIMIT = 2_621_440
+
+STATUS_OF = {
+    UNKNOWN_CONNECTION: 404,
+    NOT_YOUR_CONNECTION: 403,
+    FORBIDDEN_TOPIC: 403,
+    TOO_MANY_TOPICS: 409,
+}
+
+UNAVAILABLE = "the real-time dispatcher is unreachable; retry shortly (events not listed as sent were not sent)"
+
+
+def _refusal(exc: Refused) -> HttpError:
+    return HttpError(STATUS_OF[exc.code], exc.code, exc.message)
+
+
+def _invalid(exc: bodies.Invalid) -> HttpError:
+    return HttpError(400, "invalid", exc.detail, errors=exc.errors)
+
+
+@endpoint
+async def subscriptions(request: Request, receive: Receive, send: Send) -> None:
+    """POST subscribes, DELETE unsubscribes a live connection, held by this worker or any other."""
+    check_method(request, ("POST", "DELETE"))
+    await aread_body(request, receive, SUBSCRIPTION_BODY_LIMIT)
+    caller = await auth.aauthenticate(request)
+    check_json_content_type(request)
+    try:
+        connection_id, topics = bodies.subscription(
+            parse_json(request.body), limit=conf.get("MAX_TOPICS_PER_CONNECTION")
+        )
+    except bodies.Invalid as exc:
+        raise _invalid(exc) from None
+    except TooManyTopics as exc:
+        raise HttpError(409, TOO_MANY_TOPICS, str(exc)) from None
+    worker = await aget_worker()
+    op = SUBSCRIBE if request.method == "POST" else UNSUBSCRIBE
+    try:
+        result = await worker.achange(connection_id, op, topics, caller.member_id)
+    except Refused as exc:
+        raise _refusal(exc) from None
+    await asend_json(send, 200, {"connection_id": connection_id, "topics": result})
+
+
+@endpoint
+async def publish(request: Request, receive: Receive, send: Send) -> None:
+    """POST one event, or a batch `{"events": [...]}`; 202 with the ids once every event is handed over."""
+    check_method(request, ("POST",))
+    await aread_body(request, receive, PUBLISH_BODY_LIMIT)
+    caller = await auth.aauthenticate(request)
+    if caller.member_id is None:
+        raise HttpError(
+            401,
+            "not_authenticated",
+            "publishing needs credentials: 'Authorization: Token <key>' or a signed-in session",
+            headers=[(b"www-authenticate", b"Token")],
+        )
+    if not auth.can_publish(caller):
+        raise HttpError(403, "permission_denied", f"publishing needs the '{auth.PUBLISH_PERMISSION}' permission")
+    check_json_content_type(request)
+    try:
+        items = bodies.publish(parse_json(request.body))
+    except bodies.Invalid as exc:
+        raise _invalid(exc) from None
+    try:
+        events = await apublish_many(items)
+    except InvalidEvent as exc:
+        raise HttpError(400, "invalid", str(exc), errors={"data": [str(exc)]}) from None
+    except DispatchUnavailable:
+        raise HttpError(503, "dispatch_unavailable", UNAVAILABLE, headers=[(b"retry-after", b"1")]) from None
+    await asend_json(send, 202, {"ids": [event.id for event in events]})
+
+
+@endpoint
+async def peer_events(request: Request, receive: Receive, send: Send) -> None:
+    """Events forwarded by a peer data centre: verified, de-duplicated, delivered here, never forwarded."""
+    check_method(request, ("POST",))
+    await aread_body(request, receive, PEER_BODY_LIMIT)
+    sender = auth.verify_peer(request, now=time.time())
+    try:
+        events = peers.parse_wire(request.body)
+    except ValueError as exc:
+        raise HttpError(400, "invalid", str(exc)) from None
+    try:
+        delivered = await adeliver_from_peer(events)
+    except DispatchUnavailable as exc:
+        raise HttpError(503, "dispatch_unavailable", str(exc), headers=[(b"retry-after", b"1")]) from None
+    await asend_json(send, 200, {"from": sender, "received": len(events), "delivered": delivered})
+
+
+@endpoint
+async def stats(request: Request, receive: Receive, send: Send) -> None:
+    """This worker's counters, for operators (staff) and the system tests."""
+    check_method(request, ("GET",))
+    caller = await auth.aauthenticate(request)
+    if not caller.is_staff:
+        raise HttpError(403, "staff_only", "worker statistics are for staff members")
+    worker = await aget_worker()
+    links = forwarder()
+    await asend_json(send, 200, {**worker.snapshot(), "peers": links.snapshot() if links else {}})

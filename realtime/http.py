@@ -1,0 +1,223 @@
+"""The HTTP edge of the real-time endpoints: ASGI requests in, JSON answers out, one error shape.
+
+The real-time endpoints (stream, subscriptions, publish, peer events, stats) are bare ASGI apps routed by
+path (realtime.routing), not Django views: each of Django's middlewares costs two thread hops per request,
+which was most of a publish POST's CPU (docs/benchmarks.md). What those middlewares did for these paths is
+done here once, for all of them: the Host check (ALLOWED_HOSTS), a body read with a size cap and a deadline,
+`nosniff` and `no-store` on every answer, and errors as `{"detail", "code"[, "errors"]}`.
+"""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+# ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# A client that sends its body slower than this is cut off (408): one trickling client must not hold a
+# request, and its memory, open for minutes.
+BODY_TIMEOUT_SECS = 30.0
+
+JSON_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class HttpError(Exception):
+    """An answer other than success: status, stable code, a message that says how to fix it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: Any = None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = tuple(headers)
+
+    def body(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"detail": self.detail, "code": self.code}
+        if self.errors is not None:
+            payload["errors"] = self.errors
+        return payload
+
+
+class Request:
+    """What an endpoint needs of an ASGI HTTP request; the body is read separately (`aread_body`)."""
+
+    __slots__ = ("body", "headers", "method", "path", "query_string", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query_string: bytes = scope.get("query_string", b"")
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            # As Django does: repeated headers are joined (a Cookie header stays one, joined by "; ").
+            if name in headers:
+                headers[name] = headers[name] + ("; " if name == "cookie" else ",") + value
+            else:
+                headers[name] = value
+        self.headers = headers
+        self.body = b""
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    def query(self, name: str) -> list[str]:
+        """Every value of a query parameter, in order."""
+        return parse_qs(self.query_string.decode("latin-1")).get(name, [])
+
+
+def check_host(request: Request) -> None:
+    """Refuse a Host outside ALLOWED_HOSTS (400), as Django's request.get_host() would."""
+    domain, _port = split_domain_port(request.header("host"))
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]  # Django's own default under DEBUG.
+    if not domain or not validate_host(domain, allowed):
+        raise HttpError(400, "disallowed_host", "the Host header names no host this site serves (ALLOWED_HOSTS)")
+
+
+def check_method(request: Request, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if request.method not in allowed:
+        raise HttpError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here: use {' or '.join(allowed)}",
+            headers=[(b"allow", ", ".join(allowed).encode())],
+        )
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: nobody is left to answer."""
+
+
+async def aread_body(request: Request, receive: Receive, limit: int) -> bytes:
+    """Read the request body into `request.body`, refusing it (413) as soon as it is known to pass `limit`.
+
+    A declared Content-Length over the limit is refused before a byte is read; an undeclared one as soon as
+    the bytes read pass it. A body slower than BODY_TIMEOUT_SECS is refused with 408.
+    """
+    declared = request.header("content-length")
+    if declared:
+        if not declared.isdigit():
+            raise HttpError(400, "bad_request", "the Content-Length header is not a number")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECS):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise HttpError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_SECS:.0f} s") from None
+    request.body = b"".join(chunks)
+    return request.body
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "too_large", f"the request body is larger than {limit:,} bytes")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (UTF-8, no NaN or Infinity, no lone surrogates); raises HttpError 400 saying what is wrong."""
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant) if text.strip() else None
+        # A lone surrogate ("\ud800") is valid JSON text but no character: it could never be encoded again.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise HttpError(400, "parse_error", "the body is not valid UTF-8 JSON text") from None
+    except RecursionError:
+        raise HttpError(400, "parse_error", "the JSON body is nested too deeply") from None
+    except ValueError as exc:
+        raise HttpError(400, "parse_error", f"the body is not JSON: {exc}") from None
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def check_json_content_type(request: Request) -> None:
+    """Refuse a body declared as anything but JSON (415): no other parser runs on these paths.
+
+    A body with no Content-Type is read as JSON, as the documented curl one-liners send it.
+    """
+    content_type = request.header("content-type")
+    if not content_type:
+        return
+    media_type, _, params = content_type.partition(";")
+    charset = params.strip().lower()
+    if media_type.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
+        raise HttpError(415, "unsupported_media_type", "send the body as application/json (UTF-8)")
+
+
+async def asend_json(send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asend_error(send: Send, error: HttpError) -> None:
+    await asend_json(send, error.status, error.body(), error.headers)
+
+
+def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]]) -> ASGIApp:
+    """Wrap an endpoint: build the Request, check the Host, answer any HttpError in the one JSON shape.
+
+    Everything else propagates: the server logs it and answers 500, and the tests fail.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        try:
+            check_host(request)
+            await handler(request, receive, send)
+        except HttpError as error:
+            await asend_error(send, error)
+        except ClientGone:
+            return
+
+    app.__name__ = handler.__name__
+    app.__doc__ = handler.__doc__
+    return app

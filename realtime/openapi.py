@@ -1,0 +1,226 @@
+"""The real-time endpoints in the OpenAPI schema: they are bare ASGI apps, so drf-spectacular cannot see them.
+
+A postprocessing hook (SPECTACULAR_SETTINGS) adds each one with its body, its answers and every status it
+can give, in the schema's own terms; tests/realtime/test_openapi.py holds the statuses to the code's.
+"""
+
+from typing import Any
+
+from realtime.bodies import MAX_PUBLISH_BATCH
+from realtime.topics import MAX_TOPIC_LENGTH
+
+ERROR = {"$ref": "#/components/schemas/RealtimeError"}
+_TOPIC = {"type": "string", "maxLength": MAX_TOPIC_LENGTH, "pattern": r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"}
+_EVENT = {
+    "type": "object",
+    "required": ["topic", "type", "data"],
+    "properties": {
+        "topic": _TOPIC,
+        "type": {"type": "string", "maxLength": 64, "pattern": r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"},
+        "data": {"description": "any JSON value; the SSE frame must stay under REALTIME_MAX_EVENT_BYTES"},
+    },
+}
+SCHEMAS: dict[str, Any] = {
+    "RealtimeError": {
+        "type": "object",
+        "required": ["detail", "code"],
+        "properties": {
+            "detail": {"type": "string", "description": "what was wrong and how to fix it"},
+            "code": {"type": "string", "description": "a stable code"},
+            "errors": {"type": "object", "additionalProperties": True, "description": "field -> messages"},
+        },
+    },
+    "PublishEvent": _EVENT,
+    "PublishBatch": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "items": _EVENT, "minItems": 1, "maxItems": MAX_PUBLISH_BATCH}},
+    },
+    "Published": {
+        "type": "object",
+        "required": ["ids"],
+        "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+    },
+    "SubscriptionRequest": {
+        "type": "object",
+        "required": ["connection_id", "topics"],
+        "properties": {
+            "connection_id": {"type": "string", "maxLength": 300},
+            "topics": {"type": "array", "items": _TOPIC, "minItems": 1},
+        },
+    },
+    "Subscription": {
+        "type": "object",
+        "required": ["connection_id", "topics"],
+        "properties": {"connection_id": {"type": "string"}, "topics": {"type": "array", "items": _TOPIC}},
+    },
+}
+
+# Every status each endpoint can answer besides success, with why.
+COMMON = {400: "bad Host header or malformed request", 413: "body too large", 408: "body too slow"}
+STATUSES: dict[tuple[str, str], dict[int, str]] = {
+    ("/realtime/connect", "get"): {
+        400: "an invalid topic, or a Host outside ALLOWED_HOSTS",
+        401: "an Authorization header that is not a valid token",
+        403: "a topic this stream may not read",
+        405: "not GET",
+        409: "more topics than REALTIME_MAX_TOPICS_PER_CONNECTION",
+    },
+    ("/realtime/subscriptions", "post"): {
+        **COMMON,
+        401: "an Authorization header that is not a valid token",
+        403: "another member's stream or topic, or a failed CSRF check (session callers send X-CSRFToken)",
+        404: "no open stream has this connection_id",
+        405: "not POST or DELETE",
+        409: "the stream would hold more than REALTIME_MAX_TOPICS_PER_CONNECTION topics",
+        415: "not application/json",
+    },
+    ("/api/publish", "post"): {
+        **COMMON,
+        401: "no credentials, or an invalid token",
+        403: "no realtime.publish_event permission, or a failed CSRF check",
+        405: "not POST",
+        415: "not application/json",
+        503: "the dispatcher (Redis) is unreachable; nothing was sent",
+    },
+    ("/realtime/peer/events", "post"): {
+        **COMMON,
+        403: "not signed by a known peer data centre, or stale",
+        405: "not POST",
+        503: "the dispatcher (Redis) is unreachable",
+    },
+    ("/realtime/stats", "get"): {401: "an invalid token", 403: "not staff", 405: "not GET"},
+}
+STATUSES[("/realtime/subscriptions", "delete")] = STATUSES[("/realtime/subscriptions", "post")]
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _errors(path: str, method: str) -> dict[str, Any]:
+    return {
+        str(status): {"description": why, "content": {"application/json": {"schema": ERROR}}}
+        for status, why in sorted(STATUSES[(path, method)].items())
+    }
+
+
+def _operations() -> dict[str, dict[str, Any]]:
+    token_or_session = [{"tokenAuth": []}, {"cookieAuth": []}, {}]
+    subscription = {
+        "tags": ["realtime"],
+        "security": token_or_session,
+        "requestBody": {"required": True, "content": _json("SubscriptionRequest")},
+    }
+    return {
+        "/realtime/connect": {
+            "get": {
+                "tags": ["realtime"],
+                "operationId": "realtime_connect",
+                "summary": "Open the client's one SSE stream",
+                "security": token_or_session,
+                "parameters": [
+                    {
+                        "name": "topics",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "comma-separated topics to subscribe at once",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream: `retry:`, `event: connected`, events, keep-alive comments",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("/realtime/connect", "get"),
+                },
+            }
+        },
+        "/realtime/subscriptions": {
+            "post": {
+                **subscription,
+                "operationId": "realtime_subscribe",
+                "summary": "Subscribe a live stream to topics",
+                "responses": {
+                    "200": {"description": "the stream's topics now", "content": _json("Subscription")},
+                    **_errors("/realtime/subscriptions", "post"),
+                },
+            },
+            "delete": {
+                **subscription,
+                "operationId": "realtime_unsubscribe",
+                "summary": "Unsubscribe a live stream from topics",
+                "responses": {
+                    "200": {"description": "the stream's topics now", "content": _json("Subscription")},
+                    **_errors("/realtime/subscriptions", "delete"),
+                },
+            },
+        },
+        "/api/publish": {
+            "post": {
+                "tags": ["realtime"],
+                "operationId": "publish",
+                "summary": "Publish one event, or a batch as {'events': [...]}",
+                "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/PublishEvent"},
+                                    {"$ref": "#/components/schemas/PublishBatch"},
+                                ]
+                            },
+                            "examples": {
+                                "one": {"value": {"topic": "news.flash", "type": "news.posted", "data": {"id": 1}}},
+                                "batch": {
+                                    "value": {"events": [{"topic": "news.flash", "type": "news.posted", "data": {}}]}
+                                },
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {"description": "every event handed to the dispatcher", "content": _json("Published")},
+                    **_errors("/api/publish", "post"),
+                },
+            }
+        },
+        "/realtime/peer/events": {
+            "post": {
+                "tags": ["realtime"],
+                "operationId": "realtime_peer_events",
+                "summary": "Events forwarded by a peer data centre (HMAC-signed headers)",
+                "security": [{}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": {
+                        "description": "how many were received and delivered",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors("/realtime/peer/events", "post"),
+                },
+            }
+        },
+        "/realtime/stats": {
+            "get": {
+                "tags": ["realtime"],
+                "operationId": "realtime_stats",
+                "summary": "This worker's counters (staff)",
+                "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+                "responses": {
+                    "200": {"description": "counters", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    **_errors("/realtime/stats", "get"),
+                },
+            }
+        },
+    }
+
+
+def add_realtime_endpoints(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook (its signature; `generator` and `request` are its objects)."""
+    result.setdefault("paths", {}).update(_operations())
+    result.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+    return result

@@ -1,0 +1,76 @@
+"""Cross-worker calls: a subscription request reaches the worker that holds the connection, wherever it came in.
+
+A request goes as a message on the holder's worker channel and its answer comes back on the caller's; each
+call waits at most `timeout_secs`. Refusals travel as stable codes, never HTTP statuses: the endpoint that
+answers the client maps codes to statuses (realtime.endpoints).
+"""
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from realtime.dispatcher import REPLY, RPC, Dispatcher
+
+logger = logging.getLogger(__name__)
+
+# The refusal codes a subscription change can end with.
+UNKNOWN_CONNECTION = "unknown_connection"
+NOT_YOUR_CONNECTION = "not_your_connection"
+FORBIDDEN_TOPIC = "forbidden_topic"
+TOO_MANY_TOPICS = "too_many_topics"
+
+
+class Refused(Exception):
+    """A refused request: a stable code and a message for the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Rpc:
+    """Calls out of this worker and their answers. Async; one event loop."""
+
+    def __init__(self, dispatcher: Dispatcher, channel: str, *, timeout_secs: float) -> None:
+        self.dispatcher = dispatcher
+        self.channel = channel
+        self.timeout_secs = timeout_secs
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self.stats = {"rpc_sent": 0, "rpc_served": 0, "rpc_timeouts": 0}
+
+    async def acall(self, channel: str, request: dict[str, Any]) -> Any:
+        """Send `request` to the worker on `channel`; its answer's `result`, or Refused with its code."""
+        rid = next(self._ids)
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = reply
+        self.stats["rpc_sent"] += 1
+        try:
+            await self.dispatcher.asend(channel, {**request, "type": RPC, "reply_to": self.channel, "rid": rid})
+            answer = await asyncio.wait_for(reply, self.timeout_secs)
+        except TimeoutError:
+            self.stats["rpc_timeouts"] += 1
+            raise Refused(UNKNOWN_CONNECTION, "the worker holding this connection did not answer: reconnect") from None
+        finally:
+            self._replies.pop(rid, None)
+        if "code" in answer:
+            raise Refused(answer["code"], answer["message"])
+        return answer["result"]
+
+    def answered(self, message: dict[str, Any]) -> None:
+        """A REPLY arrived on this worker's channel."""
+        future = self._replies.get(message.get("rid"))  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def aserve(self, message: dict[str, Any], handler: Any) -> None:
+        """Answer an RPC message with `await handler(message)`, or its refusal."""
+        self.stats["rpc_served"] += 1
+        reply: dict[str, Any] = {"type": REPLY, "rid": message["rid"]}
+        try:
+            reply["result"] = await handler(message)
+        except Refused as exc:
+            reply.update(code=exc.code, message=exc.message)
+        await self.dispatcher.asend(message["reply_to"], reply)

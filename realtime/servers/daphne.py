@@ -1,0 +1,186 @@
+"""What the stream needs from Daphne beyond ASGI: backpressure notices, and writes straight to the socket.
+
+ASGI's `send` has no backpressure, and under Daphne each body message travels: handle_reply coroutine ->
+twisted.web Request.write -> chunk framing -> transport.writeSequence -> register the socket with the event
+loop for writing -> wait for writability -> send() -> unregister. The profile (docs/benchmarks.md) put
+40-58 us of worker CPU on each delivery, mostly in that register/unregister churn and the garbage it makes.
+
+Twisted offers both things we need without private hooks into the event loop: a push producer registered on
+the request is paused when the socket's buffer passes 64 KB and resumed once it drains; and while the
+transport holds no buffered bytes, a non-blocking `socket.send` of the framed chunk is exactly what Twisted
+would do one loop step later. So each stream gets a `DirectWriter`: if the transport's buffer is empty it
+sends at once (one syscall), and hands any remainder, or everything when the buffer is not empty, to the
+transport as usual, so ordering and Twisted's own buffering and error handling are kept.
+
+Daphne hands its request object to the app only as the first argument of the `send` partial; the adapter
+checks every attribute it relies on and returns None if one is missing (another server, TLS, another Daphne
+or Twisted version): the stream then gets the generic queued writer, a warning is logged once, and
+tests/system/test_servers.py fails, since under the pinned versions the direct path must be the one in use.
+"""
+
+import asyncio
+import logging
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from realtime.http import Send
+from realtime.hub import Payload, body
+
+logger = logging.getLogger(__name__)
+
+_REQUEST_ATTRIBUTES = ("channel", "finished", "_disconnected", "chunked", "registerProducer")
+_TRANSPORT_ATTRIBUTES = (
+    "socket",
+    "dataBuffer",
+    "_tempDataLen",
+    "disconnected",
+    "disconnecting",
+    "write",
+    "abortConnection",
+)
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
+_warned = False
+
+
+# Twisted's request and transport are untyped objects reached through Daphne's `send` partial: Any below is
+# that boundary.
+def daphne_request(send: Any) -> Any | None:
+    """The twisted.web request behind an ASGI `send` under Daphne, or None."""
+    request = (getattr(send, "args", None) or (None,))[0]
+    if request is None or not all(hasattr(request, name) for name in _REQUEST_ATTRIBUTES):
+        return None
+    return request
+
+
+class DaphneWriter:
+    """Writes framed chunks of one chunked HTTP/1.1 response straight to its socket when nothing is queued.
+
+    Also Twisted's push producer for the request: paused when the transport's buffer passes 64 KB, resumed
+    once it drains. While paused, payloads wait in `pending`, at most `max_pending` events.
+    """
+
+    kind = "daphne-direct"
+
+    def __init__(self, send: Send, request: Any, transport: Any, *, max_pending: int) -> None:
+        self.send = send
+        self.request = request
+        self.transport = transport
+        self.socket = transport.socket
+        self.max_pending = max_pending
+        self.pending: deque[Payload] = deque()
+        self.pending_frames = 0
+        self.paused = False
+        self.ending = False
+
+    # -- Twisted's IPushProducer interface (called from the reactor, which runs on the asyncio loop) -------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while self.pending and not self.paused and not self.ending:
+            payload = self.pending.popleft()
+            self.pending_frames -= payload.frames
+            self._write(payload.framed)
+
+    def stopProducing(self) -> None:
+        # The server reports the disconnect to the stream's task, which cleans up.
+        pass
+
+    # -- StreamWriter -------------------------------------------------------------------------------------
+
+    def write(self, payload: Payload) -> bool:
+        if self.ending:
+            return False
+        if self.paused or self.pending:
+            if self.pending_frames + payload.frames > self.max_pending:
+                return False
+            self.pending.append(payload)
+            self.pending_frames += payload.frames
+            return True
+        return self._write(payload.framed)
+
+    def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:
+        if self.ending:
+            return
+        self.ending = True
+        self.pending.clear()
+        self.pending_frames = 0
+        # Daphne's own send path ends the chunked response (and never blocks: it has no backpressure).
+        asyncio.get_running_loop().create_task(self._aend(final))
+        if abort_after_secs is not None:
+            # A reader that never reads again would otherwise keep Twisted's buffer for this socket forever
+            # (HTTP/1.1 keeps the connection open).
+            transport = self.transport
+            asyncio.get_running_loop().call_later(
+                abort_after_secs, lambda: None if transport.disconnected else transport.abortConnection()
+            )
+
+    async def _aend(self, final: bytes) -> None:
+        try:
+            if final:
+                await self.send(body(final))
+            await self.send(_END)
+        except Exception:
+            # The response was already finished by a disconnect: nothing is left to end.
+            logger.debug("ending a stream that was already gone", exc_info=True)
+
+    def _write(self, framed: bytes) -> bool:
+        request, transport = self.request, self.transport
+        if request.finished or request._disconnected or transport.disconnected or transport.disconnecting:
+            return False
+        if transport.dataBuffer or transport._tempDataLen:
+            transport.write(framed)  # Bytes are queued already: keep the order, let Twisted send.
+            return True
+        try:
+            sent = self.socket.send(framed)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # A broken connection: let Twisted find out and report the disconnect the usual way.
+            transport.write(framed)
+            return True
+        if sent < len(framed):
+            transport.write(framed[sent:])
+        return True
+
+
+def direct_writer(send: Send, *, max_pending: int) -> DaphneWriter | None:
+    """A direct writer where the server is Daphne on plain TCP, else None (the caller takes the generic one)."""
+    global _warned
+    request = daphne_request(send)
+    if request is None:
+        return None
+    transport = getattr(request.channel, "transport", None)
+    if not request.chunked or not all(hasattr(transport, name) for name in _TRANSPORT_ATTRIBUTES):
+        if not _warned:
+            _warned = True
+            logger.warning("Daphne streams use the queued writer: the direct socket path is unavailable here")
+        return None
+    writer = DaphneWriter(send, request, transport, max_pending=max_pending)
+    try:
+        request.registerProducer(writer, True)
+    except (ValueError, RuntimeError):
+        logger.warning("could not register for backpressure; using the queued writer", exc_info=True)
+        return None
+    return writer
+
+
+def on_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
+    """Run `callback` when Daphne shuts down (SIGTERM, SIGINT), before its loop stops; True if registered.
+
+    Daphne has no ASGI lifespan, but it runs a Twisted reactor whose "before shutdown" triggers may return a
+    Deferred that the shutdown waits for.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import defer, reactor  # Imported here: only under Daphne's reactor.
+
+    def trigger() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", trigger)
+    return True
