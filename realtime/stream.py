@@ -13,7 +13,7 @@ import logging
 
 from realtime import auth, bodies, conf, servers, sse
 from realtime.http import HttpError, Receive, Request, Send, check_method, endpoint
-from realtime.hub import Connection, Payload, body
+from realtime.hub import RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
 from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics, check_readable
 from realtime.worker import aget_worker
@@ -54,6 +54,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     await send(body(sse.retry(conf.get("RETRY_MS"))))
     writer = servers.stream_writer(send, max_pending=conf.get("MAX_PENDING_FRAMES"))
     conn = Connection(worker.new_connection_id(), caller.member_id, writer)
+    lingering: asyncio.Future[None] | None = None
     try:
         try:
             await worker.aattach(conn, topics)
@@ -61,13 +62,22 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
             # The response has started: no status can say it now. A last frame says why, then the stream ends.
             logger.exception("stream %s could not register its topics", conn.id)
             conn.close(_error_frame("registration_failed", "the stream could not be set up: reconnect shortly"))
-            await _until_closed(conn, receive)
-            return
-        hello = json.dumps({"connection_id": conn.id, "member_id": caller.member_id, "topics": sorted(conn.topics)})
-        conn.write(Payload(sse.frame(hello, event="connected")))
-        await _until_closed(conn, receive)
+        else:
+            hello = json.dumps({"connection_id": conn.id, "member_id": caller.member_id, "topics": sorted(conn.topics)})
+            conn.write(Payload(sse.frame(hello, event="connected")))
+        lingering = await _until_ended(conn, receive)
     finally:
+        # At once, even when the client has not left yet: an ended stream is no longer one of this worker's.
         worker.detach(conn)
+    try:
+        if lingering is not None:
+            # Ended by the server: the writer finishes the response, or drops a stalled reader after its grace
+            # period; the server then reports the disconnect.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lingering, timeout=RESET_GRACE_SECS + 1)
+    finally:
+        if lingering is not None:
+            lingering.cancel()
         if isinstance(writer, QueuedWriter):
             await writer.aclose()
 
@@ -76,20 +86,18 @@ def _error_frame(code: str, detail: str) -> bytes:
     return sse.frame(json.dumps({"code": code, "detail": detail}), event="error")
 
 
-async def _until_closed(conn: Connection, receive: Receive) -> None:
-    """Wait until the client disconnects, or the server ended the stream and the client had time to read it."""
+async def _until_ended(conn: Connection, receive: Receive) -> "asyncio.Future[None] | None":
+    """Wait until the client disconnects (None) or the server ends the stream (the pending disconnect wait)."""
     disconnected = asyncio.ensure_future(_disconnect(receive))
     ended = asyncio.ensure_future(conn.ended.wait())
     try:
         await asyncio.wait({disconnected, ended}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        disconnected.cancel()
+        raise
     finally:
         ended.cancel()
-        if not disconnected.done():
-            # Ended by the server: the writer finishes the response (or drops a stalled reader after its
-            # grace period); the server then reports the disconnect.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(disconnected), timeout=conf.get("RETRY_MS") / 1000 + 10)
-            disconnected.cancel()
+    return None if disconnected.done() else disconnected
 
 
 async def _disconnect(receive: Receive) -> None:

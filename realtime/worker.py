@@ -123,8 +123,10 @@ class Worker:
             self._beat([conn.member_id])
 
     def detach(self, conn: Connection) -> None:
-        """Forget a closed stream. Sync, so it runs even in a cancelled task; deregistration follows."""
+        """Forget a closed stream (once). Sync, so it runs even in a cancelled task; deregistration follows."""
         conn.closed = True
+        if self.hub.get(conn.id) is not conn:
+            return
         emptied = self.hub.remove(conn)
         if emptied:
             self._spawn(self.registry.async_topics(emptied))

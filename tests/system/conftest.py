@@ -47,9 +47,9 @@ def start_worker(site: dict) -> Iterator[Callable[..., Worker]]:
     """Start Daphne workers with the given environment overrides; all are stopped after the test."""
     started: list[Worker] = []
 
-    def start(redis_url: str = "", name: str = "worker", **overrides: str) -> Worker:
+    def start(redis_url: str = "", name: str = "worker", server: str = "daphne", **overrides: str) -> Worker:
         env = base_env(site["tmp"], **({"REDIS_URL": redis_url} if redis_url else {}), **overrides)
-        worker = Worker(env, name=name).start()
+        worker = Worker(env, name=name, server=server).start()
         started.append(worker)
         return worker
 

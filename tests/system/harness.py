@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # The production entry point: Daphne's own command line, on uvloop (livesite/serve.py).
 DAPHNE = [PYTHON, "-m", "livesite.serve"]
+# The other supported server, with its lifespan (the worker's start and clean stop) and a bounded graceful
+# shutdown: uvicorn waits for open responses, and a stream never ends by itself.
+UVICORN = [PYTHON, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on"]
+UVICORN += ["--timeout-graceful-shutdown", "2", "--no-access-log"]
+SERVERS = ("daphne", "uvicorn")
 
 
 def free_port() -> int:
@@ -79,12 +84,13 @@ class RedisServer:
 
 
 class Worker:
-    """One `daphne livesite.asgi:application` process on a free port."""
+    """One `daphne livesite.asgi:application` process (or uvicorn's) on a free port."""
 
-    def __init__(self, env: dict[str, str], name: str = "worker") -> None:
+    def __init__(self, env: dict[str, str], name: str = "worker", server: str = "daphne") -> None:
         self.port = free_port()
         self.env = env
         self.name = name
+        self.server = server
         self.process: subprocess.Popen | None = None
         self.log_path = Path(env["LIVESITE_TEST_DIR"]) / f"{name}-{self.port}.log"
 
@@ -94,8 +100,12 @@ class Worker:
 
     def start(self) -> "Worker":
         self.log = self.log_path.open("ab")
+        if self.server == "daphne":
+            command = [*DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "livesite.asgi:application"]
+        else:
+            command = [*UVICORN, "--host", "127.0.0.1", "--port", str(self.port), "livesite.asgi:application"]
         self.process = subprocess.Popen(
-            [*DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "livesite.asgi:application"],
+            command,
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

@@ -1,0 +1,54 @@
+"""The server adapters, with real Daphne and uvicorn processes: which write path is in use, and a clean stop."""
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from tests.system.harness import SERVERS, SSEClient, eventually, publish, stats, streams
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize(("server", "writer"), [("daphne", "daphne-direct"), ("uvicorn", "queued")])
+async def test_each_server_uses_its_own_write_path(redis_server, start_worker, tokens, server, writer):
+    # Under the pinned Daphne and Twisted, the direct socket path must be the one in use: if an upgrade
+    # breaks one of the attributes it relies on, streams silently fall back to the queued writer, and this fails.
+    worker = start_worker(redis_server.url, server=server)
+    async with streams(SSEClient(worker.url, topics=["servers.news"])) as (reader,):
+        response = await publish(worker.url, tokens["admin"], "servers.news", "news.posted", {"n": 1})
+        assert response.status_code == 202, response.text
+        frame = await reader.next_event("news.posted", timeout=10)
+        assert frame.json()["data"] == {"n": 1}
+        assert (await stats(worker.url, tokens["admin"]))["writers"] == {writer: 1}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_sigterm_ends_the_streams_and_withdraws_the_registrations(redis_server, start_worker, server):
+    worker = start_worker(redis_server.url, server=server)
+    store = aioredis.Redis.from_url(redis_server.url)
+    key = "livesite:group:servers.stop"
+    reader = SSEClient(worker.url, topics=["servers.stop"])
+    try:
+        await reader.connect()
+        assert await store.zcard(key) == 1
+        worker.process.terminate()
+        # Not left to the lease (60 s): withdrawn while stopping.
+        await eventually(lambda: _zero(store, key), timeout=15)
+        # uvicorn re-raises the signal once it has shut down cleanly (lifespan shutdown included).
+        assert worker.process.wait(timeout=15) in (0, -15)
+    finally:
+        await reader.close()
+        await store.aclose()
+
+
+async def _zero(store: aioredis.Redis, key: str) -> bool:
+    return await store.zcard(key) == 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_the_stream_is_refused_for_a_host_outside_allowed_hosts(start_worker, server):
+    worker = start_worker(server=server)
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"{worker.url}/realtime/connect", headers={"Host": "evil.example"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "disallowed_host"
