@@ -27,6 +27,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
+from realtime import stores
+
 logger = logging.getLogger(__name__)
 
 LOCK_TTL_WINDOWS = 4
@@ -34,18 +36,17 @@ MIN_LOCK_TTL_SECS = 1.0
 # The published mark outlives any live video's quiet spell; if it ever expires, the next event's `covered`
 # counts every like of the video again (its `count` stays exact).
 MARK_TTL_SECS = 7 * 86_400
-KEY_PREFIX = "livesite:likes"
 
 Scheduler = Callable[[float, Callable[[], None]], None]
 """schedule(delay_secs, fn): call the sync `fn` once, `delay_secs` from now, off the caller's thread."""
 
 
 def lock_key(video_id: int) -> str:
-    return f"{KEY_PREFIX}:{int(video_id)}:window"
+    return stores.key("likes", int(video_id), "window")
 
 
 def mark_key(video_id: int) -> str:
-    return f"{KEY_PREFIX}:{int(video_id)}:published"
+    return stores.key("likes", int(video_id), "published")
 
 
 class Store(Protocol):
@@ -124,11 +125,10 @@ class RedisStore:
         self._advance = client.register_script(_ADVANCE_LUA)
 
     @classmethod
-    def from_url(cls, url: str) -> "RedisStore":
-        import redis  # Imported here: only with Redis.
-
-        # Bounded waits: a like's callback runs on its request thread and must not hang on a dead Redis.
-        return cls(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
+    def from_settings(cls) -> "RedisStore":
+        # The process's sync client has bounded waits: a like's callback runs on its request thread and must
+        # not hang on a dead Redis.
+        return cls(stores.client())
 
     def acquire(self, key: str, token: str, ttl_secs: float) -> bool:
         return bool(self.client.set(key, token, nx=True, px=max(1, round(ttl_secs * 1000))))

@@ -20,7 +20,7 @@ from likes import coalesce, conf, timers
 from likes.group_commit import GroupCommit
 from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
 from likes.serializers import CommentSerializer
-from realtime import topics
+from realtime import stores, topics
 from realtime.publishing import publish, publish_many
 
 LIKE_CREATED = "like.created"
@@ -124,8 +124,7 @@ def new_coalescer(
 ) -> coalesce.Coalescer:
     """A coalescer announcing this app's likes; each part defaults to the configured one (tests inject)."""
     if store is None:
-        url = conf.get("REDIS_URL")
-        store = coalesce.RedisStore.from_url(url) if url else coalesce.MemoryStore()
+        store = coalesce.RedisStore.from_settings() if stores.url() else coalesce.MemoryStore()
     return coalesce.Coalescer(
         store,
         window_secs=conf.get("COALESCE_MS") / 1000 if window_secs is None else window_secs,

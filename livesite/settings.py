@@ -138,7 +138,11 @@ warnings.filterwarnings("ignore", message="No directory at", category=UserWarnin
 if not (STATIC_ROOT / "staticfiles.json").exists():
     STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
+# Shared state (channel layer, presence, census, like windows, peer de-duplication) lives in this Redis when set;
+# else in this one process (the embedded default). Every key starts with REDIS_KEY_PREFIX, so two deployments can
+# share a Redis (realtime/stores.py).
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "livesite")
 REALTIME_CHANNEL_CAPACITY = _env_int("REALTIME_CHANNEL_CAPACITY", 100_000)
 REALTIME_LEASE_SECS = _env_float("REALTIME_LEASE_SECS", 60)
 
@@ -162,7 +166,7 @@ if REDIS_URL:
                 "capacity": REALTIME_CHANNEL_CAPACITY,
                 "expiry": 60,
                 "group_expiry": max(1, int(REALTIME_LEASE_SECS)),
-                "prefix": "livesite",
+                "prefix": REDIS_KEY_PREFIX,
             },
         }
     }
@@ -197,13 +201,11 @@ REALTIME = {
     "PEER_SECRET": os.environ.get("REALTIME_PEER_SECRET", ""),
     "PEER_QUEUE_CAPACITY": _env_int("REALTIME_PEER_QUEUE_CAPACITY", 10_000),
     "PEER_TIMEOUT_SECS": _env_float("REALTIME_PEER_TIMEOUT_SECS", 5),
-    "REDIS_URL": REDIS_URL,
 }
 
 PRESENCE = {
     "HEARTBEAT_SECS": REALTIME["HEARTBEAT_SECS"],
     "OFFLINE_AFTER_SECS": _env_float("PRESENCE_OFFLINE_AFTER_SECS", 60),
-    "REDIS_URL": REDIS_URL,
 }
 
 # What `seed_demo` sets as the password of its members (admin, alice, bob, carol).

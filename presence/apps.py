@@ -5,7 +5,7 @@ from django.core.signals import setting_changed
 
 
 def _forget_store(*, setting: str, **kwargs: Any) -> None:
-    if setting == "PRESENCE":
+    if setting in ("PRESENCE", "REDIS_URL", "REDIS_KEY_PREFIX"):
         from presence import services
 
         services.reset_store()

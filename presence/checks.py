@@ -7,6 +7,7 @@ from django.core.checks import Error, register
 
 from presence import conf
 from realtime import conf as realtime_conf
+from realtime import stores
 
 # Below 2 x HEARTBEAT_SECS a member flickers offline whenever one heartbeat is merely late. At 2 x (the
 # defaults, 30 s and 60 s) one heartbeat call may fail without a flicker; the margin for drops comes from the
@@ -48,12 +49,12 @@ def check_presence_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
             )
         )
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("BACKEND", "")
-    if "InMemory" not in layer and not conf.get("REDIS_URL"):
+    if "InMemory" not in layer and not stores.url():
         problems.append(
             Error(
-                "the channel layer is shared (several workers) but PRESENCE REDIS_URL is empty: each worker would "
+                "the channel layer is shared (several workers) but REDIS_URL is empty: each worker would "
                 "keep its own presence state, so members would flicker and events repeat",
-                hint="set PRESENCE REDIS_URL (livesite sets it from REDIS_URL)",
+                hint="set REDIS_URL to the Redis server the workers share",
                 id="presence.E005",
             )
         )

@@ -10,10 +10,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_SECS": 30.0,
     # A member goes offline after no heartbeat for this long; at least 2 x HEARTBEAT_SECS (presence.E001).
     "OFFLINE_AFTER_SECS": 60.0,
-    # Where the state lives; empty: in this process's memory (the embedded default, ONE process only).
-    "REDIS_URL": "",
-    # Prefix of the Redis keys. All keys share it; one Lua script touches several of them.
-    "KEY_PREFIX": "presence",
+    # Where the state lives: Redis when REDIS_URL is set (realtime.stores), else this process's memory (the
+    # embedded default, ONE process only). Keys live under REDIS_KEY_PREFIX.
     # How often each worker looks for silent members; None: OFFLINE_AFTER_SECS / 10. Offline events come at
     # most this much later than OFFLINE_AFTER_SECS after the last heartbeat.
     "SWEEP_SECS": None,

@@ -54,15 +54,10 @@ _table_writes: set[asyncio.Task[None]] = set()
 
 
 def get_store() -> MemoryStore | RedisStore:
-    """This process's store, made from the PRESENCE settings on first use."""
+    """This process's store, made from the settings on first use."""
     global _store
     if _store is None:
-        _store = new_store(
-            conf.get("REDIS_URL"),
-            key_prefix=conf.get("KEY_PREFIX"),
-            beat_batch=conf.get("HEARTBEAT_BATCH"),
-            sweep_batch=conf.get("SWEEP_BATCH"),
-        )
+        _store = new_store(beat_batch=conf.get("HEARTBEAT_BATCH"), sweep_batch=conf.get("SWEEP_BATCH"))
     return _store
 
 

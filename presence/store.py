@@ -4,10 +4,10 @@ Both stores apply the rules of `presence.status`; the Redis store does it in Lua
 sweep is one atomic step: two workers sweeping at once can never both take the same member offline, and a
 heartbeat can never slip between a sweep's read and its write.
 
-Redis layout (KEY_PREFIX "presence"):
-- `presence:online`     sorted set, member -> last heartbeat (epoch seconds); a member is online iff it is here.
-- `presence:changed_at` hash, member -> time of its last transition (both directions).
-- `presence:last_seen`  hash, member -> last heartbeat, written when it goes offline (online members: the score).
+Redis layout (under REDIS_KEY_PREFIX, realtime.stores; "livesite" by default):
+- `livesite:presence:online`     sorted set, member -> last heartbeat (epoch seconds); online iff it is here.
+- `livesite:presence:changed_at` hash, member -> time of its last transition (both directions).
+- `livesite:presence:last_seen`  hash, member -> last heartbeat, written when it goes offline (online: the score).
 The two hashes keep one field per member ever seen: a few dozen bytes each, bounded by the member table.
 """
 
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from presence import status
 from presence.status import OFFLINE, ONLINE, MemberStatus
+from realtime import stores
 
 if TYPE_CHECKING:
     import redis
@@ -158,9 +159,10 @@ class RedisStore:
     """
 
     def __init__(
-        self, url: str, *, key_prefix: str = "presence", beat_batch: int = 1000, sweep_batch: int = 1000
+        self, url: str | None = None, *, key_prefix: str | None = None, beat_batch: int = 1000, sweep_batch: int = 1000
     ) -> None:
         self.url = url
+        key_prefix = key_prefix or stores.key("presence")
         self.online_key = f"{key_prefix}:online"
         self.changed_key = f"{key_prefix}:changed_at"
         self.last_seen_key = f"{key_prefix}:last_seen"
@@ -168,31 +170,22 @@ class RedisStore:
         self.beat_batch = beat_batch
         self.sweep_batch = sweep_batch
         self._aclient: aioredis.Redis | None = None
-        self._aloop: asyncio.AbstractEventLoop | None = None
         self._scripts: dict[str, Any] = {}
-        self._client: redis.Redis | None = None
 
     def _async(self) -> "aioredis.Redis":
-        """The async client of the running loop (a client is bound to the loop that made it)."""
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            import redis.asyncio as aioredis  # Imported here: only deployments with Redis need it.
-
-            self._aclient = aioredis.Redis.from_url(self.url)
-            self._aloop = loop
+        """The async client of the running loop (realtime.stores), with this store's scripts registered on it."""
+        client = stores.aclient(self.url)
+        if self._aclient is not client:
+            self._aclient = client
             self._scripts = {
-                "beat": self._aclient.register_script(_BEAT_LUA),
-                "sweep": self._aclient.register_script(_SWEEP_LUA),
-                "online": self._aclient.register_script(_ONLINE_PAGE_LUA),
+                "beat": client.register_script(_BEAT_LUA),
+                "sweep": client.register_script(_SWEEP_LUA),
+                "online": client.register_script(_ONLINE_PAGE_LUA),
             }
-        return self._aclient
+        return client
 
     def _sync(self) -> "redis.Redis":
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(self.url)
-        return self._client
+        return stores.client(self.url)
 
     async def abeat(self, member_ids: list[int], now: float) -> list[MemberStatus]:
         self._async()
@@ -280,18 +273,13 @@ class RedisStore:
         return bool(await self._async().set(self.claim_prefix + name, "1", nx=True, px=max(1, int(ttl_secs * 1000))))
 
     async def aclose(self) -> None:
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        # The clients are shared (realtime.stores): forget them here, never close them under the others.
+        self._aclient = None
+        self._scripts = {}
 
 
-def new_store(
-    redis_url: str, *, key_prefix: str = "presence", beat_batch: int = 1000, sweep_batch: int = 1000
-) -> MemoryStore | RedisStore:
-    """A Redis store when `redis_url` is set, else an in-memory one."""
-    if redis_url:
-        return RedisStore(redis_url, key_prefix=key_prefix, beat_batch=beat_batch, sweep_batch=sweep_batch)
+def new_store(*, beat_batch: int = 1000, sweep_batch: int = 1000) -> MemoryStore | RedisStore:
+    """A Redis store when REDIS_URL is set (realtime.stores), else an in-memory one."""
+    if stores.url():
+        return RedisStore(beat_batch=beat_batch, sweep_batch=sweep_batch)
     return MemoryStore()

@@ -6,10 +6,11 @@ comparison with the last announced total happen in one atomic step, so when a to
 worker learns it and publishes `census.changed` on `census.<topic>`.
 """
 
-import asyncio
 import re
 import time
 from typing import Any, Protocol
+
+from realtime import stores
 
 CENSUS_PREFIX = "census."
 STALE_AFTER_INTERVALS = 3
@@ -84,25 +85,28 @@ class MemoryCensus:
 
 
 class RedisCensus:
-    def __init__(self, url: str, prefix: str = "livesite:census") -> None:
-        import redis.asyncio as aioredis  # Imported here: only with Redis.
+    """Every worker's reports in Redis (realtime.stores): one hash per counted topic, summed atomically."""
 
-        self.redis = aioredis.Redis.from_url(url)
-        self.prefix = prefix
-        self.script = self.redis.register_script(_REPORT_LUA)
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        self.url = url
+        self.prefix = prefix or stores.key("census")
+        self._script: Any = None
 
     async def areport(self, worker: str, counts: dict[str, int], now: float, stale_before: float) -> dict[str, int]:
         topics = list(counts)
         if not topics:
             return {}
+        redis = stores.aclient(self.url)
+        if self._script is None:
+            self._script = redis.register_script(_REPORT_LUA)
         keys = [f"{self.prefix}:{t}" for t in topics] + [f"{self.prefix}-last:{t}" for t in topics]
         args: list[Any] = [worker, repr(now), repr(stale_before), *(counts[t] for t in topics)]
-        flat = await self.script(keys=keys, args=args)
+        flat = await self._script(keys=keys, args=args, client=redis)
         return {topics[int(flat[i]) - 1]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def atotal(self, topic: str, stale_before: float) -> int:
         total = 0
-        for value in (await self.redis.hgetall(f"{self.prefix}:{topic}")).values():
+        for value in (await stores.aclient(self.url).hgetall(f"{self.prefix}:{topic}")).values():
             count, _, at = value.decode().partition(":")
             if float(at) >= stale_before:
                 total += int(count)
@@ -138,18 +142,12 @@ class Census:
         return now - STALE_AFTER_INTERVALS * self.interval_secs
 
 
-_stores: dict[Any, CensusStore] = {}
+_store: "stores.Slot[CensusStore]" = stores.Slot(memory=MemoryCensus, redis=RedisCensus)
 
 
-def get_store(redis_url: str) -> CensusStore:
-    """This process's census store: shared in memory on the embedded default, a Redis client per event loop."""
-    if not redis_url:
-        return _stores.setdefault("memory", MemoryCensus())
-    loop = asyncio.get_running_loop()
-    store = _stores.get(loop)
-    if store is None:
-        store = _stores[loop] = RedisCensus(redis_url)
-    return store
+def get_store() -> CensusStore:
+    """This process's census store: in memory on the embedded default, Redis with REDIS_URL."""
+    return _store.get()
 
 
 async def acount(topic: str) -> int:
@@ -157,7 +155,7 @@ async def acount(topic: str) -> int:
     from realtime import conf  # Imported here: keeps the rest of this module free of Django settings.
 
     interval = conf.get("CENSUS_SECS")
-    return await get_store(conf.get("REDIS_URL")).atotal(topic, time.time() - STALE_AFTER_INTERVALS * interval)
+    return await get_store().atotal(topic, time.time() - STALE_AFTER_INTERVALS * interval)
 
 
 _census: "Census | None" = None
@@ -174,7 +172,7 @@ async def areport_job(worker: Any) -> None:
 
     global _census
     if _census is None or _census.interval_secs != conf.get("CENSUS_SECS"):
-        _census = Census(get_store(conf.get("REDIS_URL")), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS"))
+        _census = Census(get_store(), conf.get("CENSUS_TOPICS"), conf.get("CENSUS_SECS"))
     changed = await _census.areport(worker.channel, worker.hub.topics, time.time())
     for topic, total in changed.items():
         announce_on = CENSUS_PREFIX + topic

@@ -37,8 +37,6 @@ DEFAULTS: dict[str, Any] = {
     "PEER_TIMEOUT_SECS": 5.0,
     # How long a process remembers a DRF token's user (realtime.tokens); 0: a query per request.
     "TOKEN_CACHE_SECS": 10.0,
-    # Where a data centre's workers remember delivered peer event ids; empty: in this process.
-    "REDIS_URL": "",
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from realtime import stores
 from realtime.events import Event, check_type
 from realtime.topics import check_topic
 
@@ -222,15 +223,13 @@ class MemorySeen:
 class RedisSeen:
     """Event ids delivered recently by any worker of this data centre: one SET NX per id, pipelined."""
 
-    def __init__(self, url: str) -> None:
-        import redis.asyncio as aioredis  # Imported here: only with Redis.
-
-        self.redis = aioredis.Redis.from_url(url)
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
 
     async def afirst_time(self, ids: list[str], now: float) -> list[bool]:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with stores.aclient(self.url).pipeline(transaction=False) as pipe:
             for event_id in ids:
-                pipe.set(f"livesite:peer-seen:{event_id}", b"1", nx=True, ex=int(SEEN_IDS_TTL_SECS))
+                pipe.set(stores.key("peer-seen", event_id), b"1", nx=True, ex=int(SEEN_IDS_TTL_SECS))
             return [bool(result) for result in await pipe.execute()]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from realtime import conf
+from realtime import conf, stores
 from realtime.dispatcher import get_dispatcher
 from realtime.events import Event, IdClock, InvalidEvent, check_type, encode_frame, new_node_name
 from realtime.peers import Forwarder, MemorySeen, PeerEvent, RedisSeen
@@ -15,7 +15,7 @@ from realtime.topics import check_topic
 
 _clock: IdClock | None = None
 _forwarder: Forwarder | None = None
-_seen: MemorySeen | RedisSeen | None = None
+_seen: stores.Slot[MemorySeen | RedisSeen] = stores.Slot(memory=MemorySeen, redis=RedisSeen)
 
 
 def id_clock() -> IdClock:
@@ -87,20 +87,12 @@ async def apublish_many(items: Iterable[tuple[str, str, Any]]) -> list[Event]:
     return events
 
 
-def _seen_ids() -> MemorySeen | RedisSeen:
-    global _seen
-    if _seen is None:
-        url = conf.get("REDIS_URL")
-        _seen = RedisSeen(url) if url else MemorySeen()
-    return _seen
-
-
 async def adeliver_from_peer(events: list[PeerEvent], *, now: float | None = None) -> int:
     """Async: deliver events forwarded by a peer data centre to local subscribers only, each id once.
 
     Never forwards them again: that is what keeps the full mesh free of loops. Returns how many were new.
     """
-    fresh = await _seen_ids().afirst_time([event.id for event in events], time.time() if now is None else now)
+    fresh = await _seen.get().afirst_time([event.id for event in events], time.time() if now is None else now)
     fresh_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
     await get_dispatcher().asend_events(
         [

@@ -85,7 +85,7 @@ def test_viewer_count_comes_from_the_census(anonymous, video):
     from realtime.census import get_store
 
     async def report() -> None:
-        await get_store("").areport("worker-1", {f"video.{video.pk}.likes": 3}, now=9e9, stale_before=0)
+        await get_store().areport("worker-1", {f"video.{video.pk}.likes": 3}, now=9e9, stale_before=0)
 
     async_to_sync(report)()
     try:
@@ -93,7 +93,7 @@ def test_viewer_count_comes_from_the_census(anonymous, video):
     finally:
 
         async def clear() -> None:
-            await get_store("").areport("worker-1", {f"video.{video.pk}.likes": 0}, now=9e9, stale_before=0)
+            await get_store().areport("worker-1", {f"video.{video.pk}.likes": 0}, now=9e9, stale_before=0)
 
         async_to_sync(clear)()
 

@@ -14,7 +14,6 @@ def presence_settings(settings: Any) -> dict[str, Any]:
     settings.PRESENCE = {
         "HEARTBEAT_SECS": 4.0,
         "OFFLINE_AFTER_SECS": 10.0,
-        "REDIS_URL": "",
         "SWEEP_SECS": 0.02,
         "RECONCILE_SECS": 60.0,
     }

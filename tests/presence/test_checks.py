@@ -10,7 +10,8 @@ WIRED = {"HEARTBEAT_SECS": 0.2}
 
 
 def _ids(settings: Any, *, heartbeat: float = 0.2, offline_after: float = 0.6, **realtime: Any) -> list[str]:
-    settings.PRESENCE = {"HEARTBEAT_SECS": heartbeat, "OFFLINE_AFTER_SECS": offline_after, "REDIS_URL": ""}
+    settings.PRESENCE = {"HEARTBEAT_SECS": heartbeat, "OFFLINE_AFTER_SECS": offline_after}
+    settings.REDIS_URL = ""
     settings.REALTIME = {**WIRED, "HEARTBEAT_SECS": heartbeat, **realtime}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     return [problem.id for problem in check_presence_settings(None)]
