@@ -8,7 +8,7 @@ BASE_PORT ?= 8101
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run run-cluster test test-postgres lint format bench screenshot clean
+.PHONY: help venv run run-cluster test typecheck test-postgres lint format bench screenshot clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,11 +31,15 @@ run-cluster: venv ## Serve WORKERS Daphne workers on Redis behind one address (1
 	$(BIN)/python manage.py seed_demo
 	REDIS_URL=$(REDIS_URL) $(BIN)/python -m livesite.cluster --workers $(WORKERS) --port $(PORT)
 
-test: venv ## Set up and run the whole test suite (lint included)
+test: venv ## Set up and run the whole test suite (lint and type check included)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/pytest
+
+typecheck: venv ## Type-check the code with mypy (settings in pyproject.toml)
+	$(BIN)/mypy
 
 PG_URL ?= postgres://postgres@127.0.0.1:5432/livesite
 test-postgres: venv ## The database-touching tests again on PostgreSQL (PG_URL; its test database is created)

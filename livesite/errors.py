@@ -17,11 +17,12 @@ from rest_framework.views import exception_handler
 API_PREFIXES = ("/api/", "/realtime/")
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+def error_response(status: int, code: str, message: str, **extra: object) -> JsonResponse:
     """A JSON error for plain Django views, in the same shape DRF views answer with."""
     return JsonResponse({"detail": message, "code": code, **extra}, status=status)
 
 
+# `context` is DRF's (view, args, kwargs, request), typed as DRF's exception_handler takes it.
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     response = exception_handler(exc, context)
     if response is None:
@@ -43,7 +44,10 @@ class BodyTooLarge(APIException):
 
 
 def body_of(request: Request, detail: str | None = None) -> Any:
-    """A DRF request's parsed body; one past DATA_UPLOAD_MAX_MEMORY_SIZE is a JSON 413, not Django's HTML 400."""
+    """A DRF request's parsed body; one past DATA_UPLOAD_MAX_MEMORY_SIZE is a JSON 413, not Django's HTML 400.
+
+    Any: the client's JSON (or form data), which the calling view validates.
+    """
     try:
         return request.data
     except RequestDataTooBig:

@@ -6,15 +6,16 @@ A loaded user has its permissions loaded with it, so `can_publish` never touches
 """
 
 import io
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import cast
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import CaseInsensitiveMapping
 from django.utils.module_loading import import_string
@@ -28,10 +29,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated party of one request. `user` is a Django user (Any: the user model is swappable)."""
+    """The authenticated party of one request; `user` is a Django user (see tokens.User)."""
 
     member_id: int | None
-    user: Any = None
+    user: tokens.User | None = None
     scheme: str = "anonymous"  # "anonymous" | "session" | "token"
 
     @property
@@ -70,14 +71,14 @@ async def aauthenticate(request: Request) -> Caller:
     session_key = _session_key(request.header("cookie"))
     if session_key is None:
         return ANONYMOUS
-    user = await _aload_session_user(session_key)
-    if user is None:
+    session_user = await _aload_session_user(session_key)
+    if session_user is None:
         return ANONYMOUS
     if request.method not in SAFE_METHODS:
         reason = csrf_failure(request)
         if reason is not None:
             raise HttpError(403, "csrf_failed", f"CSRF check failed: {reason} (send the X-CSRFToken header)")
-    return Caller(user.pk, user, "session")
+    return Caller(session_user.pk, session_user, "session")
 
 
 def can_publish(caller: Caller) -> bool:
@@ -96,19 +97,22 @@ def _session_key(cookie_header: str) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _load_session_user(session_key: str) -> Any:
+def _load_session_user(session_key: str) -> tokens.User | None:
     # Django's own checks (the session's auth hash, an active user) through a bare request.
     request = HttpRequest()
     request.session = import_string(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(request)
-    if not user.is_authenticated:
+    found = get_user(request)
+    if not found.is_authenticated:
         return None
+    # Django types the swappable user model as AbstractBaseUser; realtime needs what tokens.User lists.
+    user = cast(tokens.User, found)
     user.get_all_permissions()  # Loaded now, in this thread: has_perm needs no query later.
     return user
 
 
-_aload_session_user = database_sync_to_async(_load_session_user)
-_alookup_token = database_sync_to_async(tokens.lookup)
+# Channels is untyped: the wrappers are annotated with the types of the functions they run in a thread.
+_aload_session_user: Callable[[str], Awaitable[tokens.User | None]] = database_sync_to_async(_load_session_user)
+_alookup_token: Callable[[str], Awaitable[tokens.Found | None]] = database_sync_to_async(tokens.lookup)
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -116,16 +120,22 @@ class _CsrfCheck(CsrfViewMiddleware):
     # `_reject` hands back the reason instead of rendering the failure page. `_reject(request, reason)` is
     # the one method every refusal goes through in Django 4.1-5.2; tests/realtime/test_endpoints.py fails if
     # that changes.
-    def _reject(self, request: HttpRequest, reason: str) -> Any:
+    def _reject(self, request: HttpRequest, reason: str) -> str:
         return reason
+
+
+def _not_called(request: HttpRequest, /, *args: object, **kwargs: object) -> HttpResponseBase:
+    """Stands in for the next handler and the view: the CSRF check only reads the request, calling neither."""
+    raise AssertionError("the CSRF check called its handler or view")
 
 
 def csrf_failure(request: Request) -> str | None:
     """Django's reason for refusing this request's CSRF check, or None if it passes."""
     django_request = ASGIRequest(request.scope, io.BytesIO(request.body))
-    check = _CsrfCheck(lambda _request: None)
+    check = _CsrfCheck(_not_called)
     check.process_request(django_request)
-    result = check.process_view(django_request, None, (), {})
+    # `_reject` returns the reason (a str) where Django's returns a response.
+    result: object = check.process_view(django_request, _not_called, (), {})
     return result if isinstance(result, str) else None
 
 

@@ -5,7 +5,7 @@ with a message for the reader and, where fields are at fault, `errors` keyed by 
 every API error: `{"detail", "code", "errors"}`). No I/O, no Django: testable from a table.
 """
 
-from typing import Any
+from collections.abc import Mapping
 
 from realtime.events import InvalidEvent, check_type
 from realtime.topics import InvalidTopic, check_topic, check_topic_count
@@ -18,7 +18,7 @@ SUBSCRIPTION_EXAMPLE = '{"connection_id": "...", "topics": ["video.1.likes"]}'
 class Invalid(ValueError):
     """A request body or query that cannot be accepted; `errors` maps fields to messages, if any."""
 
-    def __init__(self, detail: str, errors: dict[str, Any] | None = None) -> None:
+    def __init__(self, detail: str, errors: Mapping[str, object] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
@@ -37,7 +37,7 @@ def connect_topics(values: list[str], *, limit: int) -> list[str]:
     return topic_list([name for value in values for name in value.split(",") if name], limit=limit)
 
 
-def subscription(payload: Any, *, limit: int) -> tuple[str, list[str]]:
+def subscription(payload: object, *, limit: int) -> tuple[str, list[str]]:
     """(connection_id, topics) of a subscription POST or DELETE body."""
     if not isinstance(payload, dict):
         raise Invalid(f"the body must be a JSON object: {SUBSCRIPTION_EXAMPLE}")
@@ -56,14 +56,18 @@ def subscription(payload: Any, *, limit: int) -> tuple[str, list[str]]:
         raise Invalid(str(exc), {"topics": [str(exc)]}) from None
 
 
-def publish(payload: Any) -> list[tuple[str, str, Any]]:
-    """(topic, type, data) of `POST /api/publish`: one event, or a batch `{"events": [...]}` of at most 500."""
+def publish(payload: object) -> list[tuple[str, str, object]]:
+    """(topic, type, data) of `POST /api/publish`: one event, or a batch `{"events": [...]}` of at most 500.
+
+    `data` is any JSON value, published as it came.
+    """
     if isinstance(payload, dict) and "events" in payload:
         items = payload["events"]
         if not isinstance(items, list) or not items or len(items) > MAX_PUBLISH_BATCH:
             message = f"'events' must be a list of 1 to {MAX_PUBLISH_BATCH} events"
             raise Invalid(message, {"events": [message]})
-        events, errors = [], {}
+        events: list[tuple[str, str, object]] = []
+        errors: dict[str, object] = {}
         for index, item in enumerate(items):
             try:
                 events.append(_event(item))
@@ -75,7 +79,7 @@ def publish(payload: Any) -> list[tuple[str, str, Any]]:
     return [_event(payload)]
 
 
-def _event(item: Any) -> tuple[str, str, Any]:
+def _event(item: object) -> tuple[str, str, object]:
     if not isinstance(item, dict):
         raise Invalid(
             'an event must be a JSON object: {"topic": "...", "type": "...", "data": ...}',

@@ -1,16 +1,17 @@
 """System checks for the REALTIME settings and the channel layer."""
 
-from typing import Any
+from collections.abc import Sequence
 
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from realtime import conf
 
 
 @register()
-def check_realtime_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
-    problems: list[Any] = []
+def check_realtime_settings(app_configs: Sequence[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+    problems: list[CheckMessage] = []
     layers = getattr(settings, "CHANNEL_LAYERS", {})
     if "default" not in layers:
         problems.append(Error("CHANNEL_LAYERS has no 'default' layer", id="realtime.E001"))

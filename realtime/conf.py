@@ -4,6 +4,8 @@ from typing import Any
 
 from django.conf import settings
 
+# Values of several types (seconds, counts, names, a dict of peers), and REALTIME in settings may hold anything:
+# Any is that settings boundary. Each caller knows the type of the name it reads.
 DEFAULTS: dict[str, Any] = {
     # A comment line every KEEPALIVE_SECS: Daphne pings only WebSockets, so a dead SSE client is found
     # only when a write fails.

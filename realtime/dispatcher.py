@@ -16,7 +16,7 @@ older than `group_expiry` are pruned and ignored), so the two paths agree. Other
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -25,6 +25,9 @@ from redis.exceptions import RedisError
 
 from realtime.topics import group_name
 
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
 logger = logging.getLogger(__name__)
 
 WORKER_CHANNEL_PREFIX = "realtime.worker"
@@ -32,6 +35,10 @@ EVENT = "rt.event"  # {"topic", "frames"}: one topic's events (group_send path)
 EVENTS = "rt.events"  # {"events": [[topic, frames], ...]}: every event of a round for one worker
 RPC = "rt.rpc"
 REPLY = "rt.reply"
+
+# A channel-layer message: a msgpack-able dict whose other keys depend on its "type" (above). What comes off
+# the layer is whatever another worker sent, and channels is untyped: Any is that boundary.
+LayerMessage = dict[str, Any]
 
 
 class DispatchUnavailable(Exception):
@@ -76,10 +83,11 @@ class Dispatcher:
         self._pending: dict[str, list[bytes]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._members_script: Any = None
+        self._members_script: AsyncScript | None = None
 
     async def anew_worker_channel(self) -> str:
-        return await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
+        channel: str = await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
+        return channel
 
     async def aregister(self, topic: str, worker_channel: str) -> None:
         """Add (or refresh the lease of) `worker_channel` as a host of `topic`."""
@@ -166,7 +174,7 @@ class Dispatcher:
         """One membership read for all topics, then one message per hosting worker (channels-redis)."""
         try:
             hosts = await self._hosts(list(pending))
-            per_worker: dict[str, list[list[Any]]] = {}
+            per_worker: dict[str, list[list[str | list[bytes]]]] = {}  # [topic, frames]: msgpack has no tuples
             for topic, frames in pending.items():
                 for channel in hosts[topic]:
                     per_worker.setdefault(channel, []).append([topic, frames])
@@ -209,7 +217,8 @@ class Dispatcher:
                 self._members_script = connection.register_script(_MEMBERS_LUA)
             # The layer's own key format, as group_send uses.
             keys = [layer._group_key(group_name(topic)) for topic in shard_topics]
-            return await self._members_script(keys=keys, args=[stale], client=connection)
+            members: list[list[bytes]] = await self._members_script(keys=keys, args=[stale], client=connection)
+            return members
 
         shards = list(by_shard.items())
         rows = await asyncio.gather(*(read(index, shard_topics) for index, shard_topics in shards))
@@ -234,11 +243,12 @@ class Dispatcher:
         self.stats["published"] += len(frames)
         self.stats["worker_messages"] += 1
 
-    async def asend(self, worker_channel: str, message: dict[str, Any]) -> None:
+    async def asend(self, worker_channel: str, message: LayerMessage) -> None:
         await self.layer.send(worker_channel, message)
 
-    async def areceive(self, worker_channel: str) -> dict[str, Any]:
-        return await self.layer.receive(worker_channel)
+    async def areceive(self, worker_channel: str) -> LayerMessage:
+        message: LayerMessage = await self.layer.receive(worker_channel)
+        return message
 
 
 def _settle(waiters: dict[str, list[asyncio.Future[None]]], failures: dict[str, BaseException]) -> None:

@@ -6,7 +6,6 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from realtime import sse
 
@@ -59,12 +58,12 @@ class Event:
     id: str
     topic: str
     type: str
-    data: Any
+    data: object  # any JSON value, as the publisher gave it (encode_frame checks it is one).
     published_at: float
     origin: str = ""
     frame: bytes = field(default=b"", compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "topic": self.topic,
@@ -74,7 +73,7 @@ class Event:
         }
 
 
-def encode_frame(event_id: str, topic: str, event_type: str, data: Any, published_at: float) -> bytes:
+def encode_frame(event_id: str, topic: str, event_type: str, data: object, published_at: float) -> bytes:
     """The SSE frame for an event, built once and shared by every connection that receives it.
 
     json.dumps escapes every control character, so the data line can hold no CR or LF: a payload

@@ -9,14 +9,17 @@ counts subscribers). Each hook is a plain async function:
 - periodic job: `async def job(worker) -> None`, called every `interval_secs` with the started Worker.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime.worker import Worker
 
-MemberHeartbeat = Callable[[list[int]], Awaitable[None]]
+# What calling an `async def` returns. Its yield and send types are asyncio's business, hence Any, as in
+# typeshed's own `create_task`. A heartbeat call runs as a task, which takes a coroutine, not any awaitable.
+Coro = Coroutine[Any, Any, None]
+MemberHeartbeat = Callable[[list[int]], Coro]
 BackgroundTask = Callable[[], Awaitable[None]]
 PeriodicJob = Callable[["Worker"], Awaitable[None]]
 

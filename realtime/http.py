@@ -9,16 +9,18 @@ done here once, for all of them: the Host check (ALLOWED_HOSTS), a body read wit
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-# ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary.
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
+# ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary
+# (asgiref.typing's TypedDicts require keys the spec makes optional, such as `more_body`). The shapes are
+# Django's (django.core.handlers.asgi): these apps and Django's take the same scope, receive and send.
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -43,7 +45,7 @@ class HttpError(Exception):
         code: str,
         detail: str,
         *,
-        errors: Any = None,
+        errors: object = None,
         headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         super().__init__(detail)
@@ -53,8 +55,8 @@ class HttpError(Exception):
         self.errors = errors
         self.headers = tuple(headers)
 
-    def body(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"detail": self.detail, "code": self.code}
+    def body(self) -> dict[str, object]:
+        payload: dict[str, object] = {"detail": self.detail, "code": self.code}
         if self.errors is not None:
             payload["errors"] = self.errors
         return payload
@@ -152,8 +154,11 @@ def _too_large(limit: int) -> HttpError:
     return HttpError(413, "too_large", f"the request body is larger than {limit:,} bytes")
 
 
-def parse_json(body: bytes) -> Any:
-    """Strict JSON (UTF-8, no NaN or Infinity, no lone surrogates); raises HttpError 400 saying what is wrong."""
+def parse_json(body: bytes) -> object:
+    """Strict JSON (UTF-8, no NaN or Infinity, no lone surrogates); raises HttpError 400 saying what is wrong.
+
+    The client's value is `object`, not Any: a caller must check its shape (realtime.bodies) before use.
+    """
     try:
         text = body.decode("utf-8")
         value = json.loads(text, parse_constant=_refuse_constant) if text.strip() else None
@@ -186,7 +191,7 @@ def check_json_content_type(request: Request) -> None:
         raise HttpError(415, "unsupported_media_type", "send the body as application/json (UTF-8)")
 
 
-async def asend_json(send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def asend_json(send: Send, status: int, payload: object, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     await send(
         {

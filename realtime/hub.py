@@ -3,12 +3,15 @@
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from realtime.http import Message
 
 logger = logging.getLogger(__name__)
 
 
-def body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
+def body(chunk: bytes, *, more: bool = True) -> "Message":
     """An ASGI body message."""
     return {"type": "http.response.body", "body": chunk, "more_body": more}
 
@@ -21,11 +24,11 @@ class Payload:
     def __init__(self, chunk: bytes, frames: int = 1) -> None:
         self.chunk = chunk
         self.frames = frames
-        self._message: dict[str, Any] | None = None
+        self._message: Message | None = None
         self._framed: bytes | None = None
 
     @property
-    def message(self) -> dict[str, Any]:
+    def message(self) -> "Message":
         if self._message is None:
             self._message = body(self.chunk)
         return self._message

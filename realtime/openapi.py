@@ -4,10 +4,16 @@ A postprocessing hook (SPECTACULAR_SETTINGS) adds each one with its body, its an
 can give, in the schema's own terms; tests/realtime/test_openapi.py holds the statuses to the code's.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime.bodies import MAX_PUBLISH_BATCH
 from realtime.topics import MAX_TOPIC_LENGTH
+
+if TYPE_CHECKING:
+    from drf_spectacular.generators import SchemaGenerator
+    from rest_framework.request import Request
+
+# The pieces of schema below are JSON that is only ever inserted into the schema: `object` values, not Any.
 
 ERROR = {"$ref": "#/components/schemas/RealtimeError"}
 _TOPIC = {"type": "string", "maxLength": MAX_TOPIC_LENGTH, "pattern": r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"}
@@ -20,7 +26,7 @@ _EVENT = {
         "data": {"description": "any JSON value; the SSE frame must stay under REALTIME_MAX_EVENT_BYTES"},
     },
 }
-SCHEMAS: dict[str, Any] = {
+SCHEMAS: dict[str, object] = {
     "RealtimeError": {
         "type": "object",
         "required": ["detail", "code"],
@@ -94,20 +100,20 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
 STATUSES[("/realtime/subscriptions", "delete")] = STATUSES[("/realtime/subscriptions", "post")]
 
 
-def _json(ref: str) -> dict[str, Any]:
+def _json(ref: str) -> dict[str, object]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
-def _errors(path: str, method: str) -> dict[str, Any]:
+def _errors(path: str, method: str) -> dict[str, object]:
     return {
         str(status): {"description": why, "content": {"application/json": {"schema": ERROR}}}
         for status, why in sorted(STATUSES[(path, method)].items())
     }
 
 
-def _operations() -> dict[str, dict[str, Any]]:
-    token_or_session = [{"tokenAuth": []}, {"cookieAuth": []}, {}]
-    subscription = {
+def _operations() -> dict[str, object]:
+    token_or_session: list[dict[str, list[str]]] = [{"tokenAuth": []}, {"cookieAuth": []}, {}]
+    subscription: dict[str, object] = {
         "tags": ["realtime"],
         "security": token_or_session,
         "requestBody": {"required": True, "content": _json("SubscriptionRequest")},
@@ -219,8 +225,13 @@ def _operations() -> dict[str, dict[str, Any]]:
     }
 
 
-def add_realtime_endpoints(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook (its signature; `generator` and `request` are its objects)."""
+def add_realtime_endpoints(
+    result: dict[str, Any], generator: "SchemaGenerator", request: "Request | None", public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook (its signature; `generator` and `request` are its objects).
+
+    `result` is drf-spectacular's whole schema, edited in place at any depth: Any is that JSON boundary.
+    """
     result.setdefault("paths", {}).update(_operations())
     result.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
     return result

@@ -8,9 +8,10 @@ answers the client maps codes to statuses (realtime.endpoints).
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from realtime.dispatcher import REPLY, RPC, Dispatcher
+from realtime.dispatcher import REPLY, RPC, Dispatcher, LayerMessage
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,17 @@ class Rpc:
         self.dispatcher = dispatcher
         self.channel = channel
         self.timeout_secs = timeout_secs
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: dict[int, asyncio.Future[LayerMessage]] = {}
         self._ids = itertools.count(1)
         self.stats = {"rpc_sent": 0, "rpc_served": 0, "rpc_timeouts": 0}
 
-    async def acall(self, channel: str, request: dict[str, Any]) -> Any:
-        """Send `request` to the worker on `channel`; its answer's `result`, or Refused with its code."""
+    async def acall(self, channel: str, request: LayerMessage) -> Any:
+        """Send `request` to the worker on `channel`; its answer's `result`, or Refused with its code.
+
+        The result is Any: it is what the other worker's handler returned, as it came off the channel layer.
+        """
         rid = next(self._ids)
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[LayerMessage] = asyncio.get_running_loop().create_future()
         self._replies[rid] = reply
         self.stats["rpc_sent"] += 1
         try:
@@ -59,16 +63,16 @@ class Rpc:
             raise Refused(answer["code"], answer["message"])
         return answer["result"]
 
-    def answered(self, message: dict[str, Any]) -> None:
+    def answered(self, message: LayerMessage) -> None:
         """A REPLY arrived on this worker's channel."""
         future = self._replies.get(message.get("rid"))  # type: ignore[arg-type]
         if future is not None and not future.done():
             future.set_result(message)
 
-    async def aserve(self, message: dict[str, Any], handler: Any) -> None:
+    async def aserve(self, message: LayerMessage, handler: Callable[[LayerMessage], Awaitable[object]]) -> None:
         """Answer an RPC message with `await handler(message)`, or its refusal."""
         self.stats["rpc_served"] += 1
-        reply: dict[str, Any] = {"type": REPLY, "rid": message["rid"]}
+        reply: LayerMessage = {"type": REPLY, "rid": message["rid"]}
         try:
             reply["result"] = await handler(message)
         except Refused as exc:

@@ -14,28 +14,56 @@ key is refused every time and cannot fill the cache.
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from rest_framework.authentication import TokenAuthentication
 
 from realtime import conf
 
+if TYPE_CHECKING:
+    from django.db.models import Model
+    from rest_framework.authtoken.models import Token  # At run time only after the app registry is ready.
+
 MAX_ENTRIES = 10_000
+
+
+class User(Protocol):
+    """What realtime needs of a user. The user model is swappable (AUTH_USER_MODEL), and Django's `get_user`
+    and DRF's `Token.user` are typed loosely (AbstractBaseUser, Any); any model with an integer key and
+    Django's PermissionsMixin, as Django's own User, has all of this."""
+
+    @property
+    def pk(self) -> int: ...
+
+    @property
+    def is_active(self) -> bool: ...
+
+    @property
+    def is_staff(self) -> bool: ...
+
+    def has_perm(self, perm: str, /) -> bool: ...
+
+    def get_all_permissions(self) -> set[str]: ...
+
+
+Found = tuple[User, "Token"]
 
 
 class TokenCache:
     """key -> (user, token) for ttl_secs; thread-safe (DRF authenticates in request threads)."""
 
-    def __init__(self, ttl_secs: float, *, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, ttl_secs: float, *, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_secs = ttl_secs
         self.max_entries = max_entries
         self.clock = clock
-        self._entries: dict[str, tuple[float, Any, Any]] = {}
+        self._entries: dict[str, tuple[float, User, Token]] = {}
         self._lock = threading.Lock()
         # Bumped by every forget/clear: a lookup that started before one must not put back what it read.
         self.generation = 0
 
-    def get(self, key: str) -> tuple[Any, Any] | None:
+    def get(self, key: str) -> Found | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -47,7 +75,7 @@ class TokenCache:
             return None
         return user, token
 
-    def put(self, key: str, user: Any, token: Any, *, generation: int | None = None) -> None:
+    def put(self, key: str, user: User, token: "Token", *, generation: int | None = None) -> None:
         """Remember a lookup; skipped if `generation` (read before the lookup) is no longer current."""
         if self.ttl_secs <= 0:
             return
@@ -60,7 +88,7 @@ class TokenCache:
                 del self._entries[next(iter(self._entries))]
             self._entries[key] = (self.clock() + self.ttl_secs, user, token)
 
-    def forget(self, *, key: str | None = None, user_id: Any = None) -> None:
+    def forget(self, *, key: str | None = None, user_id: object = None) -> None:
         """Drop one token's entry, or every entry of one user."""
         with self._lock:
             self.generation += 1
@@ -95,12 +123,12 @@ def reset_cache() -> None:
     _cache = None
 
 
-def lookup(key: str) -> tuple[Any, Any] | None:
+def lookup(key: str) -> Found | None:
     """Sync: (user, token) of an active user's token, from the cache or the database; None if refused."""
     return _through_cache(key, _active_token)
 
 
-def cached(key: str) -> tuple[Any, Any] | None:
+def cached(key: str) -> Found | None:
     """(user, token) if the cache holds this key now; no database access (for async callers)."""
     return get_cache().get(key)
 
@@ -108,12 +136,12 @@ def cached(key: str) -> tuple[Any, Any] | None:
 class CachedTokenAuthentication(TokenAuthentication):
     """DRF's TokenAuthentication (same header, same errors), answered from the cache when it can be."""
 
-    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+    def authenticate_credentials(self, key: str) -> Found:
         # DRF's own lookup raises AuthenticationFailed with its messages; so it is never None here.
         return _through_cache(key, super().authenticate_credentials)  # type: ignore[return-value]
 
 
-def _active_token(key: str) -> tuple[Any, Any] | None:
+def _active_token(key: str) -> Found | None:
     from rest_framework.authtoken.models import Token  # Imported here: models load after the app registry.
 
     token = Token.objects.select_related("user").filter(key=key).first()
@@ -122,7 +150,7 @@ def _active_token(key: str) -> tuple[Any, Any] | None:
     return token.user, token
 
 
-def _through_cache(key: str, load: Callable[[str], tuple[Any, Any] | None]) -> tuple[Any, Any] | None:
+def _through_cache(key: str, load: Callable[[str], Found | None]) -> Found | None:
     cache = get_cache()
     hit = cache.get(key)
     if hit is not None:
@@ -141,17 +169,17 @@ def _through_cache(key: str, load: Callable[[str], tuple[Any, Any] | None]) -> t
 # -- invalidation (connected in RealtimeConfig.ready) -----------------------------------------------
 
 
-def on_token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+def on_token_deleted(sender: type["Token"], instance: "Token", **kwargs: object) -> None:
     if _cache is not None:
         _cache.forget(key=instance.key)
 
 
-def on_user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+def on_user_changed(sender: "type[Model]", instance: "Model", **kwargs: object) -> None:
     if _cache is not None:
         _cache.forget(user_id=instance.pk)
 
 
-def on_permissions_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+def on_permissions_changed(sender: "type[Model]", instance: object, **kwargs: object) -> None:
     # A user's or a group's permissions, a user's groups, a group or a permission deleted (its rows go
     # without m2m_changed): cheaper to start over than to work out whom.
     if _cache is not None:

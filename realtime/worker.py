@@ -12,11 +12,19 @@ import contextvars
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
 from realtime import conf, hooks, servers, sse
-from realtime.dispatcher import EVENT, EVENTS, REPLY, RPC, Dispatcher, get_dispatcher, is_worker_channel
+from realtime.dispatcher import (
+    EVENT,
+    EVENTS,
+    REPLY,
+    RPC,
+    Dispatcher,
+    LayerMessage,
+    get_dispatcher,
+    is_worker_channel,
+)
 from realtime.hub import Connection, Hub
 from realtime.outbox import Outbox
 from realtime.registry import Registry
@@ -60,8 +68,8 @@ class Worker:
         self.channel = ""
         self.registry = Registry(dispatcher, "", self.hub.has_topic)
         self.rpc = Rpc(dispatcher, "", timeout_secs=rpc_timeout_secs)
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = False
         self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0}
@@ -84,9 +92,7 @@ class Worker:
         for periodic in hooks.periodic_jobs:
             job = periodic.job
             self._tasks.append(
-                self._task(
-                    self._every(periodic.interval_secs(), lambda job=job: job(self)), name=f"realtime-{job.__name__}"
-                )
+                self._task(self._every(periodic.interval_secs(), self._bind(job)), name=f"realtime-{job.__name__}")
             )
         for background in hooks.background_tasks:
             self._tasks.append(self._task(self._forever(background), name=f"realtime-{background.__name__}"))
@@ -168,7 +174,7 @@ class Worker:
             await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
         return sorted(conn.topics)
 
-    async def _serve_change(self, message: dict[str, Any]) -> list[str]:
+    async def _serve_change(self, message: LayerMessage) -> list[str]:
         return await self._change_local(
             message["connection_id"], message["op"], list(message["topics"]), message.get("member_id")
         )
@@ -239,25 +245,28 @@ class Worker:
         for handler in hooks.member_heartbeats:
             self._spawn(handler(members))
 
+    def _bind(self, job: hooks.PeriodicJob) -> Callable[[], Awaitable[None]]:
+        return lambda: job(self)
+
     @staticmethod
-    def _task(coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+    def _task(coro: hooks.Coro, name: str | None = None) -> asyncio.Task[None]:
         # A fresh context: the worker is started from whichever request comes first, and a task inherits the
         # creator's context variables. From a Django view that includes asgiref's per-request executor for
         # thread-sensitive sync_to_async, which is shut down when the request ends; database_sync_to_async
         # in the worker's tasks (presence) would then fail with "CurrentThreadExecutor already quit".
         return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: hooks.Coro) -> None:
         task = self._task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
+    def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("realtime background task failed", exc_info=task.exception())
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+    def snapshot(self, now: float | None = None) -> dict[str, object]:
         """Counters for operators and tests."""
         return {
             "worker": self.channel,

@@ -23,10 +23,14 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from realtime.http import Send
 from realtime.hub import Payload, body
+
+if TYPE_CHECKING:
+    from twisted.internet.base import ReactorBase
+    from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,9 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 _warned = False
 
 
-# Twisted's request and transport are untyped objects reached through Daphne's `send` partial: Any below is
-# that boundary.
-def daphne_request(send: Any) -> Any | None:
+# Twisted's request and transport are reached through Daphne's `send` partial, and used by attributes (some
+# private) that are checked at run time, not by any declared type: Any below is that boundary.
+def daphne_request(send: Send) -> Any | None:
     """The twisted.web request behind an ASGI `send` under Daphne, or None."""
     request = (getattr(send, "args", None) or (None,))[0]
     if request is None or not all(hasattr(request, name) for name in _REQUEST_ATTRIBUTES):
@@ -179,8 +183,10 @@ def on_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
         return False
     from twisted.internet import defer, reactor  # Imported here: only under Daphne's reactor.
 
-    def trigger() -> Any:
+    def trigger() -> "Deferred[None]":
         return defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
 
-    reactor.addSystemEventTrigger("before", "shutdown", trigger)
+    # Without the mypy-zope plugin mypy reads an interface's methods (declared without `self`) one argument
+    # off; the reactor is a ReactorBase, whose methods are declared as usual.
+    cast("ReactorBase", reactor).addSystemEventTrigger("before", "shutdown", trigger)
     return True
