@@ -32,11 +32,11 @@ class LiveVideoAdmin(admin.ModelAdmin):
 
     @admin.display(description="comments", ordering="comment_total")
     def comments(self, video: LiveVideo) -> int:
-        return video.comment_total
+        return video.comment_total  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.display(description="hidden", ordering="hidden_total")
     def hidden_comments(self, video: LiveVideo) -> int:
-        return video.hidden_total
+        return video.hidden_total  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.action(description="End the selected live videos now")
     def end_now(self, request: HttpRequest, queryset: QuerySet[LiveVideo]) -> None:
@@ -69,7 +69,7 @@ class CommentAdmin(admin.ModelAdmin):
     list_select_related = ["member", "video"]
     date_hierarchy = "created"
     actions = ["hide", "unhide"]
-    fields = ["video", "member", "text", "created", "hidden"]
+    fields = ("video", "member", "text", "created", "hidden")
     readonly_fields = fields
     list_per_page = 100
 

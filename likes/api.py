@@ -2,11 +2,12 @@
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotAuthenticated, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
@@ -103,7 +104,7 @@ class VideoListView(generics.ListAPIView):
         },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.get_queryset()) or []
         context = {**self.get_serializer_context(), "viewer_counts": viewer_counts([video.pk for video in page])}
         return self.get_paginated_response(VideoSerializer(page, many=True, context=context).data)
 
@@ -131,7 +132,7 @@ class LikeView(APIView):
     def post(self, request: Request, video_id: str) -> Response:
         video = get_video(video_id)
         try:
-            count = services.like_video(video, request.user)
+            count = services.like_video(video, member_of(request))
         except services.VideoNotLive:
             raise VideoEnded from None
         return Response(LikeResultSerializer({"count": count}).data, status=status.HTTP_201_CREATED)
@@ -170,9 +171,16 @@ class CommentsView(generics.ListCreateAPIView):
         data = CommentInputSerializer(data=body_of(request, COMMENT_TOO_LARGE))
         data.is_valid(raise_exception=True)
         try:
-            comment = services.post_comment(video, request.user, data.validated_data["text"])
+            comment = services.post_comment(video, member_of(request), data.validated_data["text"])
         except services.VideoNotLive:
             raise VideoEnded from None
         except services.InvalidComment as exc:
             raise ValidationError({"text": [str(exc)]}) from None
         return Response(CommentSerializer(comment).data, status=status.HTTP_201_CREATED)
+
+
+def member_of(request: Request) -> User:
+    """The signed-in member of a request the view's permission already required to be authenticated."""
+    if not isinstance(request.user, User):
+        raise NotAuthenticated
+    return request.user

@@ -81,7 +81,9 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(
+    # Named as the API names it; this serializer only describes the schema, so shadowing
+    # Serializer.errors (which it never uses) is harmless.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="validation errors only: messages per field",

@@ -8,10 +8,10 @@ Events, each published through realtime.publish after the transaction that store
 """
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -43,7 +43,7 @@ class InvalidComment(ValueError):
 # -- likes ----------------------------------------------------------------------------------------
 
 
-def like_video(video: LiveVideo, member: AbstractBaseUser) -> int:
+def like_video(video: LiveVideo, member: User) -> int:
     """Store one like of a live `video` by `member`; return the video's exact like total including it.
 
     Raises VideoNotLive. After commit, the like is announced by a coalesced `like.created` event. Outside a
@@ -61,7 +61,7 @@ def like_video(video: LiveVideo, member: AbstractBaseUser) -> int:
     return outcome
 
 
-def _write_likes(items: Sequence[tuple[int, AbstractBaseUser]]) -> list[int | VideoNotLive]:
+def _write_likes(items: Sequence[tuple[int, User]]) -> list[int | VideoNotLive]:
     """Store a batch of likes in one transaction; per like, the video's total including it (in batch order)
     or VideoNotLive."""
     per_video: dict[int, list[int]] = {}
@@ -84,15 +84,23 @@ def _write_likes(items: Sequence[tuple[int, AbstractBaseUser]]) -> list[int | Vi
             for offset, index in enumerate(indexes):
                 outcomes[index] = total - len(indexes) + 1 + offset
             # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
-            transaction.on_commit(lambda video_id=video_id: _announce_likes(video_id), robust=True)
+            transaction.on_commit(_announcer(video_id), robust=True)
     return outcomes
+
+
+def _announcer(video_id: int) -> Callable[[], None]:
+    # A named function, not a partial: Django logs a failed robust callback by its __qualname__.
+    def announce_likes() -> None:
+        _announce_likes(video_id)
+
+    return announce_likes
 
 
 def _announce_likes(video_id: int) -> None:
     get_coalescer().like_committed(video_id)
 
 
-_likes: GroupCommit[tuple[int, AbstractBaseUser]] = GroupCommit(_write_likes)
+_likes: GroupCommit[tuple[int, User]] = GroupCommit(_write_likes)
 
 
 def _like_total(video_id: int) -> int | None:
@@ -177,7 +185,7 @@ def comment_data(comment: Comment) -> dict[str, Any]:
     return dict(CommentSerializer(comment).data)
 
 
-def post_comment(video: LiveVideo, member: AbstractBaseUser, text: str) -> Comment:
+def post_comment(video: LiveVideo, member: User, text: str) -> Comment:
     """Store a comment by `member` on a live `video`; raises VideoNotLive or InvalidComment.
 
     After commit, publishes `comment.created` with the comment on `video.{id}.comments`.

@@ -15,7 +15,7 @@ import time
 import redis
 
 
-def _ensure_redis(url: str) -> subprocess.Popen | None:
+def _ensure_redis(url: str) -> subprocess.Popen[bytes] | None:
     client = redis.Redis.from_url(url)
     try:
         client.ping()

@@ -190,7 +190,7 @@ class RedisStore:
     async def abeat(self, member_ids: list[int], now: float) -> list[MemberStatus]:
         self._async()
         members = list(dict.fromkeys(member_ids))
-        newly_online = []
+        newly_online: list[MemberStatus] = []
         for start in range(0, len(members), self.beat_batch):
             chunk = members[start : start + self.beat_batch]
             reply = await self._scripts["beat"](

@@ -47,7 +47,7 @@ def _upsert(alias: str, rows: list[MemberStatus]) -> None:
     quote = connection.ops.quote_name
     table = quote(Presence._meta.db_table)
     member, online, last_seen, changed_at = (
-        quote(Presence._meta.get_field(name).column) for name in ("member", "online", "last_seen", "changed_at")
+        quote(_column(name)) for name in ("member", "online", "last_seen", "changed_at")
     )
     values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
     sql = (
@@ -57,7 +57,7 @@ def _upsert(alias: str, rows: list[MemberStatus]) -> None:
         f"WHERE {table}.{changed_at} < excluded.{changed_at} "
         f"OR ({table}.{changed_at} = excluded.{changed_at} AND {table}.{last_seen} < excluded.{last_seen})"
     )
-    params: list[object] = []
+    params: list[int | bool | float | None] = []
     for row in rows:
         params.extend([row.member, row.status == ONLINE, row.last_seen, row.changed_at])
     with connection.cursor() as cursor:
@@ -72,3 +72,11 @@ def online_member_ids() -> list[int]:
 def lookup(member_ids: list[int]) -> dict[int, Presence]:
     """Rows of these members, by member id."""
     return {row.member_id: row for row in Presence.objects.filter(member_id__in=member_ids)}
+
+
+def _column(name: str) -> str:
+    field = Presence._meta.get_field(name)
+    column = getattr(field, "column", None)  # a concrete field's; relations' reverse sides have none
+    if not isinstance(column, str):
+        raise TypeError(f"Presence.{name} has no column")
+    return column

@@ -107,7 +107,7 @@ class RedisCensus:
     async def atotal(self, topic: str, stale_before: float) -> int:
         total = 0
         for value in (await stores.aclient(self.url).hgetall(f"{self.prefix}:{topic}")).values():
-            count, _, at = value.decode().partition(":")
+            count, _, at = (value.decode() if isinstance(value, bytes) else value).partition(":")
             if float(at) >= stale_before:
                 total += int(count)
         return total

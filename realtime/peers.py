@@ -97,7 +97,7 @@ def verify(headers: Any, body: bytes, *, secret: str, known: set[str], now: floa
     expected = signature(secret, timestamp, sender, body).encode()
     if not hmac.compare_digest(expected, given.encode("utf-8", "surrogateescape")):
         raise InvalidPeerRequest("bad signature")
-    return sender
+    return str(sender)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ class Command(BaseCommand):
                     "description": description,
                     "started_at": started_at,
                     "status": LiveVideo.Status.ENDED if ended else LiveVideo.Status.LIVE,
-                    "ended_at": started_at + timedelta(minutes=lasted_minutes) if ended else None,
+                    "ended_at": started_at + timedelta(minutes=lasted_minutes) if lasted_minutes is not None else None,
                 },
             )
             created += new
