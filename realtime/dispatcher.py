@@ -125,15 +125,12 @@ class Dispatcher:
         await self.layer.group_discard(group_name(topic), worker_channel)
         self.stats["deregistrations"] += 1
 
-    async def asend_event(self, topic: str, frame: bytes) -> None:
-        """Send one encoded event to every worker hosting `topic`; returns once it is handed to the layer.
-
-        Raises DispatchUnavailable if the channel layer could not be reached (the event was not sent).
-        """
-        await self.asend_events([(topic, frame)])
-
     async def asend_events(self, events: list[tuple[str, bytes]]) -> None:
-        """Send several encoded events, in order, in as few rounds as possible (one when idle)."""
+        """Send encoded events, in order, in as few rounds as possible (one when idle).
+
+        Returns once every event is handed to the layer; raises DispatchUnavailable if the channel layer could
+        not be reached, or whatever else failed the round (its events were not sent).
+        """
         if not events:
             return
         loop = asyncio.get_running_loop()
