@@ -143,6 +143,22 @@ if not (STATIC_ROOT / "staticfiles.json").exists():
 # share a Redis (realtime/stores.py).
 REDIS_URL = os.environ.get("REDIS_URL", "")
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "livesite")
+
+
+def _redis_retry() -> dict[str, object]:
+    # Imported here: settings must load without redis-py on the embedded default.
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return {
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
+REDIS_RETRY = _redis_retry() if REDIS_URL else {}
 REALTIME_CHANNEL_CAPACITY = _env_int("REALTIME_CHANNEL_CAPACITY", 100_000)
 REALTIME_LEASE_SECS = _env_float("REALTIME_LEASE_SECS", 60)
 
@@ -159,6 +175,9 @@ if REDIS_URL:
                         # channels-redis blocks 5 s on Redis for a message; redis-py's 5 s socket timeout
                         # would fire just as Redis answers "none yet", breaking the receive loop.
                         "socket_timeout": 15,
+                        # After a Redis restart every pooled connection is dead; without a retry, each one
+                        # failed one request (a subscription answered 503 with Redis back for seconds).
+                        **REDIS_RETRY,
                     }
                 ],
                 # The core layer's defaults (100 messages, day-long groups) silently drop and leak: the

@@ -23,7 +23,14 @@ from realtime.http import (
     parse_json,
 )
 from realtime.publishing import adeliver_from_peer, apublish_many, forwarder
-from realtime.rpc import FORBIDDEN_TOPIC, NOT_YOUR_CONNECTION, TOO_MANY_TOPICS, UNKNOWN_CONNECTION, Refused
+from realtime.rpc import (
+    FORBIDDEN_TOPIC,
+    NOT_YOUR_CONNECTION,
+    TOO_MANY_TOPICS,
+    UNAVAILABLE,
+    UNKNOWN_CONNECTION,
+    Refused,
+)
 from realtime.topics import TooManyTopics
 from realtime.worker import SUBSCRIBE, UNSUBSCRIBE, aget_worker
 
@@ -33,6 +40,7 @@ PEER_BODY_LIMIT = peers.MAX_BATCH * 64 * 1024
 PUBLISH_BODY_LIMIT = 2_621_440
 
 STATUS_OF = {
+    UNAVAILABLE: 503,
     UNKNOWN_CONNECTION: 404,
     NOT_YOUR_CONNECTION: 403,
     FORBIDDEN_TOPIC: 403,
@@ -43,7 +51,8 @@ UNAVAILABLE = "the real-time dispatcher is unreachable; retry shortly (events no
 
 
 def _refusal(exc: Refused) -> HttpError:
-    return HttpError(STATUS_OF[exc.code], exc.code, exc.message)
+    status = STATUS_OF[exc.code]
+    return HttpError(status, exc.code, exc.message, headers=[(b"retry-after", b"1")] if status == 503 else ())
 
 
 def _invalid(exc: bodies.Invalid) -> HttpError:

@@ -1,37 +1,69 @@
 """A worker's registrations in the dispatcher's store: which topics it hosts, kept as leases.
 
 The hub says which topics have local subscribers; the registry makes the dispatcher's topic -> workers map
-agree with it, one topic at a time, and renews the leases so a worker that dies without cleaning up
-(SIGKILL) drops out of every topic within one lease.
+agree with it, and renews the leases so a worker that dies without cleaning up (SIGKILL) drops out of every
+topic within one lease.
+
+The two must converge whatever fails. A registration that fails raises RegistryUnavailable to its caller
+(who answers 503 and rolls its subscription back) and marks the registry out of step; every lease tick, and
+every second while out of step, `aresync` makes the store match the hub as a whole: every hosted topic
+renewed or added, every topic no longer hosted withdrawn. So a Redis restart (which loses every group), a
+failed `group_add` or a failed deregistration is repaired within a second of Redis answering again.
 """
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
+
+from redis.exceptions import RedisError
 
 from realtime.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
 REFRESH_BATCH = 5000
+# Registry calls in flight at once: a burst of closing streams (100 x 128 topics) waits its turn instead of
+# exhausting the Redis connection pool and failing.
+MAX_CONCURRENT_CALLS = 32
+
+
+class RegistryUnavailable(Exception):
+    """The dispatcher's store refused a registration change; the registry will repair it by itself."""
 
 
 class Registry:
-    """Async; one event loop. `hosts(topic)` answers whether this worker should be registered for a topic."""
+    """Async; one event loop. `hosted()` gives the topics this worker should be registered for now."""
 
-    def __init__(self, dispatcher: Dispatcher, channel: str, hosts: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        channel: str,
+        hosted: Callable[[], Collection[str]],
+        *,
+        max_concurrent_calls: int = MAX_CONCURRENT_CALLS,
+    ) -> None:
         self.dispatcher = dispatcher
         self.channel = channel
-        self.hosts = hosts
+        self.hosted = hosted
         self.registered: set[str] = set()
-        self._locks: dict[str, list[asyncio.Lock | int]] = {}  # topic -> [lock, users]
+        # Set by any failure, cleared by a successful resync: the worker then resyncs every second.
+        self.out_of_step = False
+        self.stats = {"registry_failures": 0, "registry_resyncs": 0}
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # topic -> (lock, [users])
+        self._calls = asyncio.Semaphore(max_concurrent_calls)
 
     async def async_topics(self, topics: list[str]) -> None:
-        """Make the registration of each topic match the hub; returns once all are in place."""
+        """Make the registration of each topic match the hub; returns once all are in place.
+
+        Raises RegistryUnavailable if the store refused any of them (the others are in place).
+        """
         if len(topics) == 1:
             await self._sync(topics[0])
         elif topics:
-            await asyncio.gather(*(self._sync(topic) for topic in topics))
+            results = await asyncio.gather(*(self._sync(topic) for topic in topics), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _sync(self, topic: str) -> None:
         # Serialised per topic and decided when the lock is held, so a deregistration scheduled by a closing
@@ -39,28 +71,67 @@ class Registry:
         # once the first one's registration is in place.
         entry = self._locks.get(topic)
         if entry is None:
-            entry = self._locks[topic] = [asyncio.Lock(), 0]
-        lock: asyncio.Lock = entry[0]  # type: ignore[assignment]
-        entry[1] += 1  # type: ignore[operator]
+            entry = self._locks[topic] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
         try:
             async with lock:
-                wanted = self.hosts(topic)
+                wanted = topic in self.hosted()
                 if wanted and topic not in self.registered:
-                    await self.dispatcher.aregister(topic, self.channel)
+                    await self._call(self.dispatcher.aregister(topic, self.channel))
                     self.registered.add(topic)
                 elif not wanted and topic in self.registered:
                     self.registered.discard(topic)
-                    await self.dispatcher.aderegister(topic, self.channel)
+                    try:
+                        await self._call(self.dispatcher.aderegister(topic, self.channel))
+                    except RegistryUnavailable:
+                        self.registered.add(topic)  # Still in the store: the resync withdraws it.
+                        raise
         finally:
-            entry[1] -= 1  # type: ignore[operator]
-            if entry[1] == 0:
+            users[0] -= 1
+            if users[0] == 0:
                 del self._locks[topic]
 
-    async def arefresh(self) -> None:
-        """Renew every lease of this worker, in pipelined batches."""
-        topics = list(self.registered)
-        for start in range(0, len(topics), REFRESH_BATCH):
-            await self.dispatcher.arefresh(topics[start : start + REFRESH_BATCH], self.channel)
+    async def _call(self, change: Awaitable[None]) -> None:
+        async with self._calls:
+            try:
+                await change
+            except (RedisError, OSError, TypeError, ValueError) as exc:
+                # TypeError/ValueError: what channels answers for a group name it refuses.
+                self.out_of_step = True
+                self.stats["registry_failures"] += 1
+                logger.warning("worker %s: a registration change failed (%s); it will be repaired", self.channel, exc)
+                raise RegistryUnavailable(f"the real-time registry is unreachable: {exc}") from exc
+
+    async def aresync(self) -> None:
+        """Make the store match the hub as a whole: renew every hosted topic's lease, add the missing ones,
+        withdraw the ones no longer hosted. Pipelined per Redis shard; raises on failure (out of step stays)."""
+        hosted = set(self.hosted())
+        stale = self.registered - hosted
+        topics = list(hosted)
+        try:
+            for start in range(0, len(topics), REFRESH_BATCH):
+                async with self._calls:
+                    await self.dispatcher.arefresh(topics[start : start + REFRESH_BATCH], self.channel)
+            for topic in stale:
+                async with self._calls:
+                    await self.dispatcher.aderegister(topic, self.channel)
+        except (RedisError, OSError) as exc:
+            self.out_of_step = True
+            self.stats["registry_failures"] += 1
+            raise RegistryUnavailable(f"the real-time registry is unreachable: {exc}") from exc
+        # Topics that came or went meanwhile were handled by their own _sync; only what this pass did counts.
+        self.registered |= hosted & set(self.hosted())
+        self.registered -= stale - set(self.hosted())
+        if self.out_of_step:
+            logger.info("worker %s: registrations repaired (%d topics)", self.channel, len(hosted))
+            self.stats["registry_resyncs"] += 1
+        self.out_of_step = False
+
+    async def arepair(self) -> None:
+        """Resync only if out of step (the worker calls this every second)."""
+        if self.out_of_step:
+            await self.aresync()
 
     async def awithdraw(self, *, timeout_secs: float) -> int:
         """Give up every registration at once (a clean stop) instead of leaving them to expire; returns how many."""
@@ -68,7 +139,9 @@ class Registry:
         self.registered.clear()
         try:
             async with asyncio.timeout(timeout_secs):
-                await asyncio.gather(*(self.dispatcher.aderegister(topic, self.channel) for topic in topics))
+                await asyncio.gather(
+                    *(self.dispatcher.aderegister(topic, self.channel) for topic in topics), return_exceptions=True
+                )
         except TimeoutError:
             logger.warning("worker %s left some registrations to expire with their lease", self.channel)
         return len(topics)

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from realtime.dispatcher import REPLY, RPC, Dispatcher, LayerMessage
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ UNKNOWN_CONNECTION = "unknown_connection"
 NOT_YOUR_CONNECTION = "not_your_connection"
 FORBIDDEN_TOPIC = "forbidden_topic"
 TOO_MANY_TOPICS = "too_many_topics"
+UNAVAILABLE = "realtime_unavailable"
 
 
 class Refused(Exception):
@@ -54,6 +57,8 @@ class Rpc:
         try:
             await self.dispatcher.asend(channel, {**request, "type": RPC, "reply_to": self.channel, "rid": rid})
             answer = await asyncio.wait_for(reply, self.timeout_secs)
+        except (RedisError, OSError) as exc:
+            raise Refused(UNAVAILABLE, f"the real-time layer is unreachable ({exc}): retry shortly") from None
         except TimeoutError:
             self.stats["rpc_timeouts"] += 1
             raise Refused(UNKNOWN_CONNECTION, "the worker holding this connection did not answer: reconnect") from None

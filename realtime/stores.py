@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 if TYPE_CHECKING:
     import redis
@@ -61,7 +66,12 @@ def aclient(server: str | None = None) -> "aioredis.Redis":
     found = per_loop.get(address)
     if found is None:
         found = per_loop[address] = aioredis.Redis.from_url(
-            address, socket_connect_timeout=CONNECT_TIMEOUT_SECS, socket_timeout=SOCKET_TIMEOUT_SECS
+            address,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECS,
+            socket_timeout=SOCKET_TIMEOUT_SECS,
+            # A connection that died with a Redis restart is replaced and the command retried, once or twice.
+            retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
     return found
 
@@ -75,7 +85,11 @@ def client(server: str | None = None) -> "redis.Redis":
         found = _sync_clients.get(address)
         if found is None:
             found = _sync_clients[address] = redis.Redis.from_url(
-                address, socket_connect_timeout=CONNECT_TIMEOUT_SECS, socket_timeout=SOCKET_TIMEOUT_SECS
+                address,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECS,
+                socket_timeout=SOCKET_TIMEOUT_SECS,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
         return found
 

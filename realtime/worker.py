@@ -8,6 +8,7 @@ hooks other apps registered (realtime.hooks).
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import secrets
@@ -27,11 +28,12 @@ from realtime.dispatcher import (
 )
 from realtime.hub import Connection, Hub
 from realtime.outbox import Outbox
-from realtime.registry import Registry
+from realtime.registry import Registry, RegistryUnavailable
 from realtime.rpc import (
     FORBIDDEN_TOPIC,
     NOT_YOUR_CONNECTION,
     TOO_MANY_TOPICS,
+    UNAVAILABLE,
     UNKNOWN_CONNECTION,
     Refused,
     Rpc,
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
 _ERROR_BACKOFF_SECS = 1.0
+# While the registry is out of step with the hub (a Redis fault), it is resynced this often.
+REPAIR_SECS = 1.0
 
 
 class Worker:
@@ -66,7 +70,7 @@ class Worker:
         self.heartbeat_secs = heartbeat_secs
         self.outbox = Outbox(self._deliver, flush_secs=flush_secs)
         self.channel = ""
-        self.registry = Registry(dispatcher, "", self.hub.has_topic)
+        self.registry = Registry(dispatcher, "", self._hosted)
         self.rpc = Rpc(dispatcher, "", timeout_secs=rpc_timeout_secs)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -79,12 +83,13 @@ class Worker:
     async def astart(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = await self.dispatcher.anew_worker_channel()
-        self.registry = Registry(self.dispatcher, self.channel, self.hub.has_topic)
+        self.registry = Registry(self.dispatcher, self.channel, self._hosted)
         self.rpc = Rpc(self.dispatcher, self.channel, timeout_secs=self.rpc_timeout_secs)
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
             self._task(self.outbox.run(), name="realtime-flush"),
-            self._task(self._every(self.lease_secs / 3, self.registry.arefresh), name="realtime-leases"),
+            self._task(self._every(self.lease_secs / 3, self.registry.aresync), name="realtime-leases"),
+            self._task(self._every(REPAIR_SECS, self.registry.arepair, quiet=True), name="realtime-repair"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
         ]
         if hooks.member_heartbeats:
@@ -169,10 +174,23 @@ class Worker:
                 raise Refused(FORBIDDEN_TOPIC, str(exc)) from None
             except TooManyTopics as exc:
                 raise Refused(TOO_MANY_TOPICS, str(exc)) from None
-            await self.registry.async_topics(self.hub.subscribe(conn, topics))
+            added = [topic for topic in topics if topic not in conn.topics]
+            try:
+                await self.registry.async_topics(self.hub.subscribe(conn, topics))
+            except RegistryUnavailable as exc:
+                # Never a 200 for a subscription that would receive nothing: the new topics are taken back
+                # (what was subscribed before stays), and the registry repairs whatever half-happened.
+                self.hub.unsubscribe(conn, added)
+                raise Refused(UNAVAILABLE, f"{exc}: nothing was subscribed, retry shortly") from None
         else:
-            await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
+            with contextlib.suppress(RegistryUnavailable):
+                # The stream stops receiving them at once (the hub); a registration left behind is withdrawn
+                # by the registry's repair.
+                await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
         return sorted(conn.topics)
+
+    def _hosted(self) -> dict[str, set[Connection]]:
+        return self.hub.topics
 
     async def _serve_change(self, message: LayerMessage) -> list[str]:
         return await self._change_local(
@@ -202,6 +220,8 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # Redis may have restarted empty (every group gone): resync as soon as it answers again.
+                self.registry.out_of_step = True
                 logger.exception("realtime receive loop failed; retrying in %.1fs", _ERROR_BACKOFF_SECS)
                 await asyncio.sleep(_ERROR_BACKOFF_SECS)
 
@@ -211,13 +231,17 @@ class Worker:
         if not await self.hub.fan_out(topic, chunk, frames=len(frames)):
             self.stats["stray_events"] += len(frames)
 
-    async def _every(self, interval_secs: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def _every(self, interval_secs: float, job: Callable[[], Awaitable[None]], *, quiet: bool = False) -> None:
         while True:
             await asyncio.sleep(interval_secs)
             try:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except RegistryUnavailable:
+                # Logged once per failed call by the registry; retried at the next tick.
+                if not quiet:
+                    logger.warning("realtime job %s: the registry is unreachable", getattr(job, "__name__", job))
             except Exception:
                 logger.exception("realtime background job %s failed", getattr(job, "__name__", job))
 
@@ -263,7 +287,9 @@ class Worker:
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled() or isinstance(task.exception(), RegistryUnavailable):
+            return  # A registry failure was logged where it happened and will be repaired.
+        if task.exception() is not None:
             logger.error("realtime background task failed", exc_info=task.exception())
 
     def snapshot(self, now: float | None = None) -> dict[str, object]:
@@ -278,6 +304,8 @@ class Worker:
             "writers": dict(self.hub.writers),
             **self.stats,
             **self.rpc.stats,
+            **self.registry.stats,
+            "registry_out_of_step": self.registry.out_of_step,
             **self.hub.stats,
             **{f"outbox_{name}": value for name, value in self.outbox.stats.items()},
             "outbox_waiting": self.outbox.frames,

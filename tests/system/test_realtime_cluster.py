@@ -219,23 +219,6 @@ async def test_events_on_one_topic_arrive_in_order_with_increasing_ids(pair, tok
         assert numeric == sorted(numeric)
 
 
-async def test_a_sigtermed_worker_withdraws_its_registrations_at_once(redis_server, start_worker):
-    import redis.asyncio as aioredis
-
-    worker = start_worker(redis_server.url, name="a")  # default 60 s lease: only the shutdown hook can be quick
-    client = SSEClient(worker.url, topics=["video.9.likes", "video.9.comments"])
-    await client.connect()
-    store = aioredis.Redis.from_url(redis_server.url)
-    assert await store.zcard("livesite:group:video.9.likes") == 1
-    await asyncio.to_thread(worker.stop)  # SIGTERM, and wait for the process to exit
-    await client.closed.wait()  # the stream ends, so EventSource would reconnect elsewhere
-    assert await store.zcard("livesite:group:video.9.likes") == 0
-    assert await store.zcard("livesite:group:video.9.comments") == 0
-    assert "2 registrations withdrawn" in worker.logs()
-    await client.close()
-    await store.aclose()
-
-
 async def test_a_batch_to_many_topics_costs_one_message_per_hosting_worker(pair, tokens):
     a, b = pair
     on_a = SSEClient(a.url, topics=[f"room.{n}" for n in range(10)])

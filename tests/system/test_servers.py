@@ -1,5 +1,7 @@
 """The server adapters, with real Daphne and uvicorn processes: which write path is in use, and a clean stop."""
 
+import asyncio
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -34,6 +36,8 @@ async def test_sigterm_ends_the_streams_and_withdraws_the_registrations(redis_se
         worker.process.terminate()
         # Not left to the lease (60 s): withdrawn while stopping.
         await eventually(lambda: _zero(store, key), timeout=15)
+        # And the stream ended, so a client reconnects elsewhere.
+        await asyncio.wait_for(reader.closed.wait(), 15)
         # uvicorn re-raises the signal once it has shut down cleanly (lifespan shutdown included).
         assert worker.process.wait(timeout=15) in (0, -15)
     finally:
