@@ -218,17 +218,11 @@ class Dispatch(h.Harness):
                 await self.call(self.workers[0], "POST", "/api/publish", body, expect=202)
 
         def request(index: int) -> bytes:
-            return self.stream_request(plan.topics_of(index)).encode()
+            return self.stream_request(plan.topics_of(index))
 
         shares = self.spread(receivers, args.connections, args.clients, args.sources, request)
-        await self.start_clients(shares, concurrency=args.connect_concurrency, connect_timeout=args.connect_timeout)
-        print(f"opening {args.connections:,} streams over {args.workers} workers ...", file=sys.stderr)
-        results = await self.connect(args.connect_timeout + args.connections / 50)
-        report["connect"] = self.connect_summary(results, args.connections)
-        if report["connect"]["held"] == 0:
-            raise h.BenchError(f"no stream connected: {report['connect']['errors']}")
-        await asyncio.sleep(args.settle)
-        self.check_alive()
+        config = {"concurrency": args.connect_concurrency, "connect_timeout": args.connect_timeout}
+        report["connect"], _samples = await self.open_streams(shares, **config)
         report["stats_connected"] = await self.stats()
         await self.ask_all(("expect", self.total_events), 60)
 
@@ -251,7 +245,7 @@ class Dispatch(h.Harness):
             after = self.snapshot()
             await asyncio.sleep(0.3)
             step = {"rate": rate, "first_seq": first_seq, "count": count, "publish": published}
-            step |= {"cpu": h.cpu_deltas(before, after), "cpu_wall_s": after["bench"]["time"] - before["bench"]["time"]}
+            step["cpu"] = h.cpu_deltas(before, after)
             step["counters"] = counter_deltas(stats_before, await self.stats())
             step["redis"] = redis_deltas(redis_before, await self.redis_commands())
             if profiles:
@@ -435,7 +429,7 @@ def render(report: dict[str, Any]) -> str:
             f"{h.num(per_event_us)} µs | {server:.1f} / {client:.1f} |"
         )
     lines += ["", "CPU per step (seconds, per process; `bench` is the publisher and stats reader):", ""]
-    lines += [f"- {s['rate']:,.0f}/s: {h.cpu_line(s['cpu'], s['cpu_wall_s'], cores)}" for s in report["steps"]]
+    lines += [f"- {s['rate']:,.0f}/s: {h.cpu_line(s['cpu'], cores)}" for s in report["steps"]]
     if top := report["steps"][-1]["redis"]["commands"]:
         commands = ", ".join(f"{name} {value['calls']:,.0f}" for name, value in list(top.items())[:8])
         lines += ["", f"Redis commands in the last step: {commands}"]

@@ -12,7 +12,6 @@ CPU of servers and client. `--target eventstream` measures django-eventstream's 
 """
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
@@ -81,49 +80,24 @@ class Fanout(h.Harness):
         env = what_if_env(args)
         if set(env) & {"BENCH_GC_STATS", "BENCH_GC_THRESHOLD", "BENCH_GC_FREEZE_SECS", "BENCH_UVLOOP"}:
             env["PYTHONPATH"] = f"{h.HOOKS}:{self.site_root()}"
-        await self.start_servers(args.workers, **env)
+        await self.start_site(args.workers, **env)
         await self.warm_up(streams=args.warm_stream)
         shares = self.spread(self.workers, args.connections, args.clients, args.sources)
-        request = self.stream_request([args.topic]).encode()
-        await self.start_clients(
-            shares, request, concurrency=args.connect_concurrency, connect_timeout=args.connect_timeout
-        )
-        await asyncio.sleep(args.settle)
-        self.check_alive()
-        baseline = self.snapshot()  # with the client processes alive: PSS divides shared pages among users
-
-        print(f"opening {args.connections} streams over {args.workers} workers ...", file=sys.stderr)
-        results = await self.connect(args.connect_timeout + args.connections / 50)
-        report["connect"] = self.connect_summary(results, args.connections)
-        await asyncio.sleep(args.settle)
-        self.check_alive()
-        after_connect = self.snapshot()
+        config = {"concurrency": args.connect_concurrency, "connect_timeout": args.connect_timeout}
+        report["connect"], samples = await self.open_streams(shares, self.stream_request([args.topic]), **config)
         stats_connected = await self.stats()
-        held = report["connect"]["held"]
-        if held == 0:
-            raise h.BenchError(f"no stream connected: {report['connect']['errors']}")
-
-        step = await self.broadcast_step(args.topic, args.events, args.rate, held, args.profile)
-        before, after = step["before_publish"], step["after_publish"]
+        step = await self.broadcast_step(args.topic, args.events, args.rate, report["connect"]["held"], args.profile)
         report |= {key: step[key] for key in ("publish", "drain", "gc", "loadavg_end", "profiles") if key in step}
         results = await self.ask_all(("stop",), 60)
         self.finish()
-        report["samples"] = {"baseline": baseline, "after_connect": after_connect} | {
-            "before_publish": before,
-            "after_publish": after,
-        }
+        baseline, after_connect = samples["baseline"], samples["after_connect"]
+        before, after = step["before_publish"], step["after_publish"]
+        report["samples"] = samples | {"before_publish": before, "after_publish": after}
         report["worker_stats"] = {"after_connect": stats_connected, "after_publish": step["stats"]}
-        report["deliveries"] = h.deliveries(results, report["publish"], held, args.events)
-        report["memory"] = [
-            h.memory_row(w.name, stats_connected[w.name]["connections"], baseline, after_connect, after)
-            for w in self.workers
-        ]
-        report["cpu"] = {
-            "publish_wall_s": after["bench"]["time"] - before["bench"]["time"],
-            "publish": h.cpu_deltas(before, after),
-            "connect_wall_s": after_connect["bench"]["time"] - baseline["bench"]["time"],
-            "connect": h.cpu_deltas(baseline, after_connect),
-        }
+        report["deliveries"] = h.deliveries(results, report["publish"], report["connect"]["held"], args.events)
+        phases = (baseline, after_connect, after)
+        report["memory"] = [h.memory_row(w.name, stats_connected[w.name]["connections"], *phases) for w in self.workers]
+        report["cpu"] = {"publish": h.cpu_deltas(before, after), "connect": h.cpu_deltas(baseline, after_connect)}
         keys = ("max_rss_kb", "cpu_s", "comments", "unknown", "other_frames")
         report["clients"] = [{key: result[key] for key in keys} for result in results]
         return report
@@ -134,7 +108,7 @@ def render(report: dict[str, Any]) -> str:
     conn, pub, dl, cpu = report["connect"], report["publish"], report["deliveries"], report["cpu"]
     errors = ", ".join(f"{name} x{count}" for name, count in conn["errors"].items()) or "none"
     ready = "first bytes" if args.get("target", "livesite") != "livesite" else "`connected`"
-    workers_cpu = sum(value for name, value in cpu["publish"].items() if name.startswith("w"))
+    workers_cpu = h.worker_cpu(cpu["publish"])
     per_delivery = f"{workers_cpu / dl['received'] * 1e6:.1f} µs" if dl["received"] else "-"
     ttc, post = conn["time_to_connected_s"], pub["post_latency_s"]
     lines = [
@@ -158,21 +132,12 @@ def render(report: dict[str, Any]) -> str:
         f"{dl['duplicates']}, streams closed {dl['streams_lost']}, resets {dl['resets']} |",
         f"| deliveries/s (first POST -> last delivery, {dl['window_s']:.1f} s) | {dl['per_s'] or 0:,.0f} |",
         f"| worker CPU per delivery while publishing | {per_delivery} |",
-        f"| CPU while connecting | {h.cpu_line(cpu['connect'], cpu['connect_wall_s'], cores)} |",
-        f"| CPU while publishing | {h.cpu_line(cpu['publish'], cpu['publish_wall_s'], cores)} |",
+        f"| CPU while connecting | {h.cpu_line(cpu['connect'], cores)} |",
+        f"| CPU while publishing | {h.cpu_line(cpu['publish'], cores)} |",
         f"| load average (1/5/15 min) start -> end | {h.load_line(report)} |",
         "",
-        "| worker | streams | RSS MiB before -> connected -> published | RSS/stream | "
-        "PSS MiB before -> connected -> published | PSS/stream | USS/stream | fds before -> connected |",
-        "| --- | ---: | --- | ---: | --- | ---: | ---: | --- |",
+        *h.memory_table(report["memory"], "before -> connected -> published"),
     ]
-    for row in report["memory"]:
-        lines.append(
-            f"| {row['name']} | {row['streams']:,} | {' -> '.join(map(h.mib, row['rss_kb']))} | "
-            f"{h.kib(row['rss_per_stream_kb'])} | {' -> '.join(map(h.mib, row['pss_kb']))} | "
-            f"{h.kib(row['pss_per_stream_kb'])} | {h.kib(row['uss_per_stream_kb'])} | "
-            f"{row['fds'][0]} -> {row['fds'][1]} |"
-        )
     for name, gc in report.get("gc", {}).items():
         lines += ["", f"{name} garbage collections while publishing (gen0/gen1/gen2): {gc['collections']}, "]
         lines[-1] += f"seconds {gc['seconds']} (threshold {gc['threshold']})"

@@ -1,12 +1,11 @@
 """The one benchmark harness: every scenario (`python -m bench.<name>`) is a `Harness` subclass run by `run()`.
 
-What it gives a scenario: a private redis-server (livesite/devredis.py) and Daphne workers on free loopback ports
-in a temp dir, with a migrated SQLite file and a staff DRF token (`--rev REV` runs the site as committed at REV:
-`git archive` into the temp dir); django-eventstream's peer project from its own virtualenv; SSE client processes
-(bench/loadclient.py); an open-loop and a back-to-back HTTP sender; /proc readings (CPU, RSS/PSS/USS, fds);
-percentiles; py-spy profiles; the JSON report; and signal handling: SIGINT and SIGTERM stop the run, and every
-process it started is stopped by PID (also when the run itself dies: PR_SET_PDEATHSIG). Every phase is bounded by
-the run's --timeout.
+It gives a scenario: a private redis-server (livesite/devredis.py) and Daphne workers on free loopback ports in a
+temp dir, with a migrated SQLite file and a staff DRF token (`--rev REV` runs the site as committed at REV: `git
+archive` into the temp dir); django-eventstream's peer project from its own virtualenv; SSE client processes
+(bench/loadclient.py); an open-loop HTTP sender; /proc readings (CPU, RSS/PSS/USS, fds); percentiles; py-spy
+profiles; the JSON report; and signal handling: SIGINT and SIGTERM stop the run, and every process it started is
+stopped by PID (also when the run itself dies: PR_SET_PDEATHSIG). Every phase is bounded by the run's --timeout.
 """
 
 import argparse
@@ -38,23 +37,24 @@ from bench.loadclient import ClientProcess, die_with_parent, raise_nofile_limit
 from livesite import devredis
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-HOOKS = ROOT / "bench" / "sitehooks"
-PEER_DIR = ROOT / "bench" / "peers" / "eventstream"
-PYTHON = sys.executable
-DAPHNE = str(Path(sys.executable).with_name("daphne"))
+RESULTS, HOOKS, PEER_DIR = ROOT / "bench/results", ROOT / "bench/sitehooks", ROOT / "bench/peers/eventstream"
+PYTHON, DAPHNE = sys.executable, str(Path(sys.executable).with_name("daphne"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EVENT_TYPE = "bench.tick"  # what bench/loadclient.py times: data {"seq", "sent_at"}
 MAX_STREAMS_PER_PROCESS = 19_000  # RLIMIT_NOFILE is 20,000 here (hard): room for the process's own files
 MAX_STREAMS_PER_SOURCE = 25_000  # ephemeral ports per (source address, destination) are ~28,000
 FAILURES = (RuntimeError, subprocess.SubprocessError, OSError, TimeoutError, ConnectionError)
-# The last line of a traceback, e.g. "redis.exceptions.TimeoutError: Timeout reading from ...".
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+# Its own session (a Ctrl-C in the terminal reaches only us; we stop it in order), and SIGTERM when we die.
+DETACHED = {"start_new_session": True, "preexec_fn": die_with_parent}
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")  # a traceback's last line
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 STAFF_SCRIPT = """
 import json, django
 django.setup()
+from django.core.management import call_command
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
+call_command("migrate", verbosity=0)
 user, _ = User.objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
 print(json.dumps({"token": Token.objects.get_or_create(user=user)[0].key, "id": user.pk}))
 """
@@ -62,9 +62,6 @@ print(json.dumps({"token": Token.objects.get_or_create(user=user)[0].key, "id": 
 
 class BenchError(Exception):
     """The run cannot go on: it stops, and everything it started is stopped."""
-
-
-# -- /proc readings ----------------------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
@@ -75,17 +72,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """RSS, PSS, USS (private) and anonymous memory (KiB) from /proc/PID/smaps_rollup.
-
-    PSS divides each shared page among the processes mapping it, so it moves when other processes that map the
-    same files start or stop: read it with the same processes alive.
-    """
-    keys = {"Rss": "rss_kb", "Pss": "pss_kb", "Private_Clean": "uss_kb", "Private_Dirty": "uss_kb"}
-    keys["Anonymous"] = "anon_kb"
+    """RSS, PSS, USS (private) and anonymous memory (KiB) from /proc/PID/smaps_rollup. PSS divides each shared
+    page among the processes mapping it, so it moves when others mapping the same files start or stop."""
+    keys = {
+        "Rss": "rss_kb",
+        "Pss": "pss_kb",
+        "Private_Clean": "uss_kb",
+        "Private_Dirty": "uss_kb",
+        "Anonymous": "anon_kb",
+    }
     result = dict.fromkeys(("rss_kb", "pss_kb", "uss_kb", "anon_kb"), 0)
     with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            name, _, rest = line.partition(":")
+        for name, _, rest in (line.partition(":") for line in handle):
             if name in keys:
                 result[keys[name]] += int(rest.split()[0])
     return result
@@ -99,10 +97,9 @@ def machine_cpu_seconds() -> float:
 
 
 def open_fds(pid: int) -> int:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return len(os.listdir(f"/proc/{pid}/fd"))
-    except FileNotFoundError:
-        return 0
+    return 0
 
 
 def sample(pid: int) -> dict[str, Any]:
@@ -113,18 +110,13 @@ def sample(pid: int) -> dict[str, Any]:
         return {**memory_kb(0), "fds": 0, "cpu_s": 0.0, "time": time.time()}
 
 
-# -- figures and report ------------------------------------------------------------------------------
-
-
 def percentiles(values: Iterable[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
     """Nearest-rank percentiles and the max of `values`, in their unit; None when there are none."""
-    ordered = sorted(values)
-    result: dict[str, float | None] = {}
-    for point in points:
-        rank = max(0, math.ceil(point / 100 * len(ordered)) - 1)
-        result[f"p{point:g}".replace(".", "_")] = ordered[rank] if ordered else None
-    result["max"] = ordered[-1] if ordered else None
-    return result
+    ordered, keys = sorted(values), [f"p{point:g}".replace(".", "_") for point in points]
+    if not ordered:
+        return dict.fromkeys([*keys, "max"])
+    ranks = [max(0, math.ceil(point / 100 * len(ordered)) - 1) for point in points]
+    return {key: ordered[rank] for key, rank in zip(keys, ranks, strict=True)} | {"max": ordered[-1]}
 
 
 def ms(value: float | None) -> str:
@@ -148,36 +140,34 @@ def kib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} KiB"
 
 
-def table(rows: list[tuple[str, str]], header: str = "measure") -> list[str]:
-    return [f"| {header} | value |", "| --- | --- |", *(f"| {name} | {value} |" for name, value in rows)]
-
-
-def is_client(name: str) -> bool:
-    """Load-client processes and this one (it publishes and reads stats); every other process is a server."""
-    return name.startswith("client") or name == "bench"
-
-
 def cpu_deltas(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
-    """CPU seconds per process between two snapshots, and `others`: the rest of the machine (other engineers)."""
-    ours = {
-        name: round(end[name]["cpu_s"] - start[name]["cpu_s"], 3)
-        for name in end
-        if name != "machine" and name in start and None not in (start[name]["cpu_s"], end[name]["cpu_s"])
-    }
-    machine = end["machine"]["cpu_s"] - start["machine"]["cpu_s"]
-    return {**ours, "others": round(max(0.0, machine - sum(ours.values())), 3)}
+    """CPU seconds per process between two snapshots, `others`: the rest of the machine (other engineers), and
+    `wall_s`: the time between them."""
+    names = [n for n in end if n != "machine" and n in start and None not in (start[n]["cpu_s"], end[n]["cpu_s"])]
+    ours = {name: round(end[name]["cpu_s"] - start[name]["cpu_s"], 3) for name in names}
+    machine, wall = (
+        end["machine"]["cpu_s"] - start["machine"]["cpu_s"],
+        end["machine"]["time"] - start["machine"]["time"],
+    )
+    return {**ours, "others": round(max(0.0, machine - sum(ours.values())), 3), "wall_s": round(wall, 3)}
 
 
 def cpu_split(values: dict[str, float]) -> tuple[float, float]:
-    """(server, client) CPU seconds of a cpu_deltas() dict."""
-    server = sum(value for name, value in values.items() if name != "others" and not is_client(name))
-    return server, sum(value for name, value in values.items() if is_client(name))
+    """(server, client) CPU seconds of a cpu_deltas() dict: client processes and this one (`bench`: it publishes
+    and reads stats) are the client, every other process a server."""
+    client = sum(value for name, value in values.items() if name.startswith("client") or name == "bench")
+    return sum(value for name, value in values.items() if name not in ("others", "wall_s")) - client, client
 
 
-def cpu_line(values: dict[str, float], wall: float, cores: int) -> str:
-    """'server X s, client Y s over Z s wall (N % of 2 cores; others W s): per process'."""
-    server, client = cpu_split(values)
-    parts = ", ".join(f"{name} {value:.1f}" for name, value in values.items() if name != "others")
+def worker_cpu(values: dict[str, float]) -> float:
+    """CPU seconds of the Daphne workers (w0, d0, dc1-w0, ...) in a cpu_deltas() dict."""
+    return sum(value for name, value in values.items() if re.fullmatch(r"(dc\d+-)?[wd]\d+", name))
+
+
+def cpu_line(values: dict[str, float], cores: int) -> str:
+    """'server X s, client Y s over Z s wall (N % of 2 cores; others W s): per process' of a cpu_deltas() dict."""
+    (server, client), wall = cpu_split(values), values.get("wall_s", 0.0)
+    parts = ", ".join(f"{name} {value:.1f}" for name, value in values.items() if name not in ("others", "wall_s"))
     busy = (server + client) / wall / cores * 100 if wall > 0 else 0.0
     return (
         f"server {server:.1f} s, client {client:.1f} s over {wall:.1f} s wall ({busy:.0f} % of {cores} cores; "
@@ -186,8 +176,7 @@ def cpu_line(values: dict[str, float], wall: float, cores: int) -> str:
 
 
 def load_line(report: dict[str, Any]) -> str:
-    start, end = report["loadavg_start"], report["loadavg_end"]
-    return f"{' / '.join(f'{v:.2f}' for v in start)} -> {' / '.join(f'{v:.2f}' for v in end)}"
+    return " -> ".join(" / ".join(f"{v:.2f}" for v in report[key]) for key in ("loadavg_start", "loadavg_end"))
 
 
 def uptime() -> str:
@@ -204,34 +193,28 @@ def machine_info() -> dict[str, Any]:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout
 
     diff = git("diff", "HEAD", "--", "realtime", "livesite")  # uncommitted site changes, named by a hash
-    return {
-        "cpus": os.cpu_count(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "mem_gib": round(total_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "git_commit": git("rev-parse", "HEAD").strip(),
-        "git_dirty_files": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()],
-        "site_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None,
-        "nofile": raise_nofile_limit(),
-        "date": datetime.now(UTC).strftime("%a %b %d %H:%M:%S UTC %Y"),
-    }
+    info = {"cpus": os.cpu_count(), "nproc": len(os.sched_getaffinity(0)), "mem_gib": round(total_kb / 1024**2, 1)}
+    info |= {"kernel": platform.release(), "python": platform.python_version()}
+    info["git_commit"] = git("rev-parse", "HEAD").strip()
+    info["git_dirty_files"] = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    info["site_diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None
+    info |= {"nofile": raise_nofile_limit(), "date": datetime.now(UTC).strftime("%a %b %d %H:%M:%S UTC %Y")}
+    return info
 
 
 def code_label(report: dict[str, Any]) -> str:
     """The commit the workers ran; for the working tree, also the hash of its uncommitted site diff, if any."""
-    code = report["code"]
+    code, diff = report["code"], report["machine"].get("site_diff_sha256")
     label = f"{code.get('rev')} {str(code.get('commit', ''))[:10]}"
-    diff = report["machine"].get("site_diff_sha256")
     if code.get("rev") == "working tree" and diff:
         label += f" + uncommitted changes to realtime/ or livesite/ (diff sha256 {diff})"
     return label
 
 
-def write_report(report: dict[str, Any], directory: Path, name: str | None = None) -> Path:
-    """Write `report` as JSON to `directory` (made if needed), as `name`.json or <config name>-<stamp>.json."""
+def write_report(report: dict[str, Any], directory: Path) -> Path:
+    """Write `report` as JSON to `directory` (made if needed) as <config name>-<stamp>.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name or report['config']['name'] + '-' + report['stamp']}.json"
+    path = directory / f"{report['config']['name']}-{report['stamp']}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
     return path
 
@@ -261,19 +244,11 @@ def streams_and_sources(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error(f"--sources must be within {needed}..254 (ephemeral ports per source and worker)")
 
 
-# -- a minimal HTTP/1.1 keep-alive client --------------------------------------------------------------
-
-
-class HttpError(Exception):
-    pass
-
-
 class HttpConnection:
-    """One request at a time on a keep-alive connection; Content-Length or chunked bodies; JSON in and out."""
+    """A minimal HTTP/1.1 keep-alive client: one request at a time; Content-Length or chunked; JSON in and out."""
 
     def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
-        self.port = port
-        self.headers = headers or {}
+        self.port, self.headers = port, headers or {}
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -287,20 +262,18 @@ class HttpConnection:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", f"Content-Length: {len(body)}"]
         head += ["Content-Type: application/json"] if payload is not None else []
-        head += [f"{name}: {value}" for name, value in self.headers.items()]
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        raw = ("\r\n".join(head + [f"{k}: {v}" for k, v in self.headers.items()]) + "\r\n\r\n").encode() + body
         for attempt in (1, 2):
             try:
                 if self.writer is None:
-                    self.reader, self.writer = await asyncio.wait_for(
-                        asyncio.open_connection("127.0.0.1", self.port), timeout
-                    )
+                    connecting = asyncio.open_connection("127.0.0.1", self.port)
+                    self.reader, self.writer = await asyncio.wait_for(connecting, timeout)
                 self.writer.write(raw)
                 return await asyncio.wait_for(self._response(), timeout)
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 self.close()
                 if attempt == 2:
-                    raise HttpError(f"{method} {path}: {exc!r}") from exc
+                    raise ConnectionError(f"{method} {path}: {exc!r}") from exc
             except BaseException:
                 self.close()
                 raise
@@ -316,7 +289,7 @@ class HttpConnection:
             parts = []
             while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
                 parts.append((await self.reader.readexactly(size + 2))[:-2])
-            await self.reader.readexactly(2)
+            await self.reader.readexactly(2)  # the last chunk's CRLF
             data = b"".join(parts)
         else:
             data = await self.reader.read()
@@ -327,12 +300,6 @@ class HttpConnection:
         return int(lines[0].split(" ", 2)[1]), json.loads(data) if json_body else data
 
 
-# -- py-spy ------------------------------------------------------------------------------------------------
-
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
-_PREFIXES = ("site-packages/", "/usr/local/lib/python3.11/", "/usr/lib/python3.11/")
-
-
 def pyspy_binary() -> str | None:
     here = Path(sys.executable).with_name("py-spy")
     return str(here) if here.exists() else shutil.which("py-spy")
@@ -340,29 +307,23 @@ def pyspy_binary() -> str | None:
 
 def start_pyspy(
     pid: int, out: Path, seconds: int, *, native: bool = False, gil: bool = False, threads: bool = True
-) -> subprocess.Popen | None:
-    """`py-spy record` on `pid` (raw collapsed stacks, 100 Hz); None without py-spy.
-
-    Python-only sampling never pauses the process; `native` adds C frames (syscalls, the garbage collector) and
-    pauses it per sample. `gil` samples only the thread holding the GIL (shares of the interpreter's busy time;
-    also the only mode that keeps up with thousands of threads, as in the peer's workers).
-    """
-    exe = pyspy_binary()
-    if exe is None:
-        return None
-    args = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "--duration", str(seconds)]
-    args += ["--rate", "100", "--native" if native else "--nonblocking"]
+) -> subprocess.Popen:
+    """`py-spy record` on `pid` (raw collapsed stacks, 100 Hz). Python-only sampling never pauses the process;
+    `native` adds C frames (syscalls, the garbage collector) and pauses it per sample. `gil` samples only the thread
+    holding the GIL (shares of the interpreter's busy time; without `threads`, the only mode that keeps up with
+    thousands of threads, as in the peer's workers)."""
+    args = [str(pyspy_binary()), "record", "-p", str(pid), "-o", str(out), "--format", "raw", "--rate", "100"]
+    args += ["--duration", str(seconds), "--native" if native else "--nonblocking"]
     args += (["--threads"] if threads else []) + (["--gil"] if gil else [])
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def frame_label(frame: str) -> str:
     """'func (path/to/file.py:123)' -> 'path/to/file.py:func', paths relative to site-packages or the repo."""
-    match = _FRAME.match(frame)
-    if match is None:
+    if (match := _FRAME.match(frame)) is None:
         return frame
     path = match["file"]
-    for prefix in (*_PREFIXES, f"{ROOT}/", "/work/main/", "/src/"):
+    for prefix in ("site-packages/", "/usr/local/lib/python3.11/", "/usr/lib/python3.11/", f"{ROOT}/", "/src/"):
         if prefix in path:
             path = path.rpartition(prefix)[2]
             break
@@ -379,55 +340,37 @@ def profile_stacks(path: Path) -> Iterable[tuple[str, list[str], int]]:
 
 
 def summarise_profile(path: Path, top: int = 15, *, main_thread_only: bool = True) -> dict[str, Any]:
-    """Shares of sampled stacks: `self` (innermost frame) and `inclusive` (anywhere on the stack).
-
-    By default only the main thread counts (the event loop: Daphne, Twisted, the fan-out); the thread pool
-    (Django's sync views, the ORM) is counted in `threads`. The main thread is the one named MainThread, or in
-    a native profile (no names) the one whose id is the PID at the end of the file name.
-    """
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    total = 0
+    """Shares of sampled stacks: `self` (innermost frame) and `inclusive` (anywhere on the stack). By default only
+    the main thread counts (the event loop: Daphne, Twisted, the fan-out); the thread pool (Django's sync views,
+    the ORM) is counted in `threads`. The main thread is named MainThread, or in a native profile (no names) its
+    id is the PID at the end of the file name."""
+    own, inclusive, threads = Counter[str](), Counter[str](), Counter[str]()
     for thread, frames, samples in profile_stacks(path):
         tid = thread.removeprefix("thread (").partition(")")[0]
         main = thread.endswith(": MainThread") or path.name.rsplit(".pyspy", 1)[0].endswith(f"-{tid}")
         threads["MainThread" if main else "other threads"] += samples
-        if (main_thread_only and not main) or not frames:
-            continue
-        total += samples
-        own[frames[-1]] += samples
-        inclusive.update(dict.fromkeys(frames, samples))
-
-    def shares(counter: Counter[str]) -> list[list[Any]]:
-        return [[name, count, round(count / total, 4)] for name, count in counter.most_common(top)] if total else []
-
-    return {
-        "samples": total,
-        "threads": dict(threads),
-        "main_thread_only": main_thread_only,
-        "self": shares(own),
-        "inclusive": shares(inclusive),
+        if frames and (main or not main_thread_only):
+            own[frames[-1]] += samples
+            inclusive.update(dict.fromkeys(frames, samples))
+    total = own.total()
+    shares = {
+        kind: [[name, n, round(n / total, 4)] for name, n in c.most_common(top)]
+        for kind, c in [("self", own), ("inclusive", inclusive)]
     }
+    return {"samples": total, "threads": dict(threads), "main_thread_only": main_thread_only, **shares}
 
 
 def render_profile(summary: dict[str, Any]) -> str:
     where = "main thread" if summary.get("main_thread_only") else "all threads"
     lines = [f"{summary['samples']} samples of the {where} (samples per thread: {summary.get('threads')})"]
     for kind in ("self", "inclusive"):
-        lines.append(f"  top {kind}:")
-        lines += [f"    {share * 100:5.1f}%  {count:6d}  {name}" for name, count, share in summary[kind]]
+        lines += [f"  top {kind}:", *(f"    {share * 100:5.1f}%  {n:6d}  {name}" for name, n, share in summary[kind])]
     return "\n".join(lines)
 
 
-# -- the peer: django-eventstream's minimal project, in its own virtualenv ------------------------------------
-
-
 def ensure_peer_venv(timeout: float = 600.0) -> dict[str, Any]:
-    """Create bench/peers/eventstream/.venv from its pinned requirements if missing or stale; what it holds.
-
-    A stamp (the requirements' hash) says when it is up to date; our own requirements stay untouched.
-    """
+    """Create bench/peers/eventstream/.venv from its pinned requirements if missing or stale (a stamp holds the
+    requirements' hash); what it holds. Our own requirements stay untouched."""
     venv, requirements = PEER_DIR / ".venv", PEER_DIR / "requirements.txt"
     python, stamp = venv / "bin" / "python", venv / ".bench-requirements.sha256"
     wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
@@ -449,9 +392,6 @@ def ensure_peer_venv(timeout: float = 600.0) -> dict[str, Any]:
     packages = {name: version for name, _, version in lines if name.lower() in names}
     version = ask("-c", "import platform; print(platform.python_version())").strip()
     return {"venv": str(venv), "python": version, "packages": packages}
-
-
-# -- processes ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -496,29 +436,12 @@ def wait_for_port(port: int, process: subprocess.Popen, deadline: float) -> None
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def interrupt_on_signals() -> None:
-    """SIGTERM and SIGINT raise KeyboardInterrupt, so a run stops what it started on either (SIGINT too: a run
-    started in the background begins with SIGINT ignored)."""
-
-    def on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-# -- the harness -----------------------------------------------------------------------------------------
-
-
 class Harness:
     """One run: its servers, client processes and profilers, its deadline, its report. Subclasses write main().
-
-    `target` is "livesite" or "eventstream" (the peer): the stream, publish and stats requests follow it.
-    """
+    `target` is "livesite" or "eventstream" (the peer): the stream, publish and stats requests follow it."""
 
     def __init__(self, args: argparse.Namespace, prefix: str = "bench-") -> None:
-        self.args = args
-        self.deadline = time.monotonic() + args.timeout
+        self.args, self.deadline = args, time.monotonic() + args.timeout
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
         self.target = getattr(args, "target", "livesite")
         self.redis: list[Managed] = []
@@ -526,15 +449,10 @@ class Harness:
         self.clients: list[ClientProcess] = []
         self.profilers: list[subprocess.Popen] = []
         self.root: Path | None = None
-        self.token = ""
-        self.secret = secrets.token_hex(16)  # the peer's publish secret
-        self.report: dict[str, Any] = {
-            "stamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-            "machine": machine_info(),
-            "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
-            "uptime_start": uptime(),
-            "loadavg_start": os.getloadavg(),
-        }
+        self.token, self.secret = "", secrets.token_hex(16)  # the staff token; the peer's publish secret
+        config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+        self.report: dict[str, Any] = {"stamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), "machine": machine_info()}
+        self.report |= {"config": config, "uptime_start": uptime(), "loadavg_start": os.getloadavg()}
         self.report["date"] = self.report["machine"]["date"]
 
     @property
@@ -542,60 +460,38 @@ class Harness:
         return self.target == "eventstream"
 
     def remaining(self, cap: float | None = None) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+        if (left := self.deadline - time.monotonic()) <= 0:
             raise BenchError(f"the run passed its --timeout of {self.args.timeout:.0f}s")
         return left if cap is None else min(left, cap)
 
     async def main(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    # -- servers ------------------------------------------------------------------------------------------
-
     def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path, port: int = 0) -> Managed:
         log_path = self.tmp / f"{name}-{port}.log"
         with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches only us; we stop it in order
-                preexec_fn=die_with_parent,  # runs in the child; we start it from the main thread only
-            )
+            process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, **DETACHED)
         return Managed(name, process, port, log_path)
 
     def start_redis(self, name: str = "redis") -> Managed:
-        directory = self.tmp / name
-        directory.mkdir()
+        (directory := self.tmp / name).mkdir()
         log_path = self.tmp / f"{name}.log"
-        server = devredis.start(
-            directory=directory,
-            log_path=log_path,
-            timeout=self.remaining(30),
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        server = devredis.start(directory=directory, log_path=log_path, timeout=self.remaining(30), **DETACHED)
         self.redis.append(Managed(name, server.process, server.port, log_path))
         return self.redis[-1]
 
     def site_root(self) -> Path:
         """The site's source: the working tree, or with --rev the commit exported (once) into the temp dir."""
         if self.root is None:
-            rev = getattr(self.args, "rev", "")
-            self.root = ROOT
-            self.code = {"rev": "working tree", "commit": self.report["machine"]["git_commit"]}
-            if rev:
-                self.root = self.tmp / "src"
+            self.root, self.code = ROOT, {"rev": "working tree", "commit": self.report["machine"]["git_commit"]}
+            if rev := getattr(self.args, "rev", ""):
                 git = ["git", "-C", str(ROOT)]
-                commit = subprocess.run(
-                    [*git, "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True, check=True
-                ).stdout.strip()
+                verify = [*git, "rev-parse", "--verify", f"{rev}^{{commit}}"]
+                commit = subprocess.run(verify, capture_output=True, text=True, check=True).stdout.strip()
                 archive = subprocess.run([*git, "archive", "--format=tar", commit], capture_output=True, check=True)
-                self.root.mkdir()
-                subprocess.run(["tar", "-x", "-C", str(self.root)], input=archive.stdout, check=True)
-                self.code = {"rev": rev, "commit": commit}
+                (root := self.tmp / "src").mkdir()
+                subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+                self.root, self.code = root, {"rev": rev, "commit": commit}
         self.report["code"] = self.code
         return self.root
 
@@ -603,92 +499,74 @@ class Harness:
         """The workers' environment: ours without any livesite knob, then the benchmark's own."""
         prefixes = ("REALTIME_", "PRESENCE_", "LIKES_", "REDIS_", "DATABASE_", "DJANGO_", "PYTHONPATH")
         env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-        env.update(
-            PYTHONPATH=str(self.site_root()),
-            DJANGO_SETTINGS_MODULE="livesite.settings",
-            DATABASE_URL=f"sqlite:///{self.tmp / 'db.sqlite3'}",
-            REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
-        )
-        return env | overrides
+        env |= {
+            "PYTHONPATH": str(self.site_root()),
+            "DJANGO_SETTINGS_MODULE": "livesite.settings",
+            "LOG_LEVEL": "WARNING",
+        }
+        env |= {
+            "DATABASE_URL": f"sqlite:///{self.tmp / 'db.sqlite3'}",
+            "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        }
+        return env | {"PYTHONUNBUFFERED": "1"} | overrides
 
-    def django(self, env: dict[str, str], script: str, *args: str) -> Any:
-        """Run a Python script in the site (Django set up by the script); the JSON of its last output line."""
-        step = [PYTHON, "-c", script, *args]
-        result = subprocess.run(
-            step, cwd=self.site_root(), env=env, capture_output=True, text=True, check=False, timeout=self.remaining()
-        )
+    async def django(self, env: dict[str, str], script: str, *args: str) -> Any:
+        """Run a Python script in the site (it sets Django up); the JSON of its last output line."""
+        command = [PYTHON, "-c", script, *args]
+        run = {"cwd": self.site_root(), "env": env, "capture_output": True, "text": True, "timeout": self.remaining()}
+        result = await asyncio.to_thread(subprocess.run, command, check=False, **run)
         if result.returncode != 0:
             raise BenchError(f"a Django script in {self.site_root()} failed:\n{result.stderr[-3000:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    async def prepare_site(self, env: dict[str, str]) -> dict[str, Any]:
-        """Migrate the SQLite file; a staff user with a DRF token (self.token); returns {"token", "id"}."""
-        migrate = "import django, sys; django.setup()\nfrom django.core.management import call_command\n"
-        await asyncio.to_thread(self.django, env, migrate + "call_command('migrate', verbosity=0); print(0)")
-        staff = await asyncio.to_thread(self.django, env, STAFF_SCRIPT)
-        self.token = staff["token"]
-        return staff
+    async def prepare_site(self, env: dict[str, str]) -> None:
+        """Migrate the database; a staff user with a DRF token (self.token)."""
+        self.token = (await self.django(env, STAFF_SCRIPT))["token"]
 
     def start_workers(
         self, count: int, env: dict[str, str], *, names: list[str] | None = None, ports: list[int] | None = None
     ) -> list[Managed]:
-        """`count` workers (`python -m livesite.serve`, or plain Daphne where the revision has no such entry point)
-        on free ports (or `ports`), named `names` (default w0, w1, ...)."""
-        root = self.site_root()
-        launcher = [PYTHON, "-m", "livesite.serve"] if (root / "livesite" / "serve.py").exists() else [DAPHNE]
+        """`count` workers of the target on free ports (or `ports`), named `names` (default w0, w1, ...): livesite
+        (`python -m livesite.serve`, or Daphne where the revision has no such entry point) or the peer's Daphne."""
+        if self.peer:
+            cwd, command, app = PEER_DIR, [str(PEER_DIR / ".venv" / "bin" / "daphne")], "peersite.asgi:application"
+        else:
+            cwd, app = self.site_root(), "livesite.asgi:application"
+            command = [PYTHON, "-m", "livesite.serve"] if (cwd / "livesite" / "serve.py").exists() else [DAPHNE]
         started = []
         for index in range(count):
             port = ports[index] if ports else devredis.free_port()
             name = names[index] if names else f"w{index}"
-            worker_env = env | (
-                {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
-            )
-            args = [*launcher, "-b", "127.0.0.1", "-p", str(port), "livesite.asgi:application"]
-            started.append(self.spawn(name, args, worker_env, root, port))
-            started[-1].info["gc_stats"] = worker_env.get("BENCH_GC_STATS")
+            gc = {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
+            started.append(self.spawn(name, [*command, "-b", "127.0.0.1", "-p", str(port), app], env | gc, cwd, port))
+            started[-1].info["gc_stats"] = gc.get("BENCH_GC_STATS")
         for worker in started:
             wait_for_port(worker.port, worker.process, self.deadline)
         self.workers += started
         return started
 
-    async def start_site(self, count: int, names: list[str] | None = None, **overrides: str) -> dict[str, str]:
-        """A redis-server (unless one runs), the prepared site and `count` workers on it; their environment."""
-        env = self.site_env(self.redis[0] if self.redis else self.start_redis(), **overrides)
-        await self.prepare_site(env)
-        self.start_workers(count, env, names=names)
-        return env
-
-    async def start_servers(self, count: int, **overrides: str) -> None:
-        """`count` workers of the target: livesite (start_site) or the peer, on this run's redis-server."""
-        if not self.peer:
-            await self.start_site(count, **overrides)
-            return
-        info = await asyncio.to_thread(ensure_peer_venv, self.remaining())
-        self.report["code"] = {"rev": "django-eventstream peer (bench/peers/eventstream)", **info}
+    async def start_site(self, count: int, names: list[str] | None = None, **overrides: str) -> None:
+        """`count` workers of the target on this run's redis-server (started if none): livesite on a prepared site
+        (with env `overrides`), or the peer from its virtualenv."""
         redis = self.redis[0] if self.redis else self.start_redis()
-        prefixes = ("PEER_", "DJANGO_", "PYTHON", "VIRTUAL_ENV", "REDIS_")
-        env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-        env |= {"PYTHONPATH": str(PEER_DIR), "DJANGO_SETTINGS_MODULE": "peersite.settings", "PYTHONUNBUFFERED": "1"}
-        env |= {"PEER_REDIS_HOST": "127.0.0.1", "PEER_REDIS_PORT": str(redis.port), "PEER_REDIS_DB": "0"}
-        env |= {"PEER_PUBLISH_SECRET": self.secret, "PEER_LOG_LEVEL": "WARNING"}
-        started = []
-        for index in range(count):
-            port = devredis.free_port()
-            args = [str(PEER_DIR / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
-            started.append(self.spawn(f"w{index}", [*args, "peersite.asgi:application"], env, PEER_DIR, port))
-        for worker in started:
-            wait_for_port(worker.port, worker.process, self.deadline)
-        self.workers += started
+        if self.peer:
+            info = await asyncio.to_thread(ensure_peer_venv, self.remaining())
+            self.report["code"] = {"rev": "django-eventstream peer (bench/peers/eventstream)", **info}
+            prefixes = ("PEER_", "DJANGO_", "PYTHON", "VIRTUAL_ENV", "REDIS_")
+            env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+            env |= {"PYTHONPATH": str(PEER_DIR), "DJANGO_SETTINGS_MODULE": "peersite.settings", "PEER_REDIS_DB": "0"}
+            env |= {"PEER_REDIS_HOST": "127.0.0.1", "PEER_REDIS_PORT": str(redis.port), "PYTHONUNBUFFERED": "1"}
+            env |= {"PEER_PUBLISH_SECRET": self.secret, "PEER_LOG_LEVEL": "WARNING"}
+        else:
+            env = self.site_env(redis, **overrides)
+            await self.prepare_site(env)
+        self.start_workers(count, env, names=names)
 
     def check_alive(self) -> None:
         for managed in [*self.workers, *self.redis]:
             if managed.process.poll() is not None:
                 problems = "\n".join(managed.log_problems()[-5:])
                 raise BenchError(f"{managed.name} exited with {managed.process.returncode}\n{problems}")
-
-    # -- requests -----------------------------------------------------------------------------------------
 
     def http(self, worker: Managed, token: str = "") -> HttpConnection:
         if self.peer:
@@ -719,7 +597,8 @@ class Harness:
 
     def stream_request(self, topics: list[str]) -> bytes:
         path = f"/events/?channel={topics[0]}" if self.peer else f"/realtime/connect?topics={','.join(topics)}"
-        return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        headers = "Host: 127.0.0.1\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+        return f"GET {path} HTTP/1.1\r\n{headers}\r\n".encode()
 
     async def warm_up(self, workers: list[Managed] | None = None, publishes: int = 3, streams: bool = False) -> None:
         """Per worker: one stream opened and closed (with `streams`), `publishes` publishes; then the stats. What
@@ -732,11 +611,11 @@ class Harness:
         await asyncio.sleep(0.5 if streams else 0)  # the workers see the disconnects
         await self.stats()
 
-    async def touch_stream(self, worker: Managed, topic: str = "bench.warmup") -> None:
+    async def touch_stream(self, worker: Managed) -> None:
         """Open one stream, read up to `connected` (the peer: its first body bytes), close it."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", worker.port), self.remaining(10))
         try:
-            writer.write(self.stream_request([topic]).encode())
+            writer.write(self.stream_request(["bench.warmup"]))
             seen, limit = b"", time.monotonic() + self.remaining(20)
             while True:
                 head, sep, body = seen.partition(b"\r\n\r\n")
@@ -744,14 +623,11 @@ class Harness:
                     raise BenchError(f"warm-up stream on {worker.name}: {head[:200]!r}")
                 if sep and (body if self.peer else b"event: connected" in body):
                     return
-                chunk = await asyncio.wait_for(reader.read(65536), max(0.1, limit - time.monotonic()))
-                if not chunk:
+                if not (chunk := await asyncio.wait_for(reader.read(65536), max(0.1, limit - time.monotonic()))):
                     raise BenchError(f"{worker.name} closed the warm-up stream: {seen[:300]!r}")
                 seen += chunk
         finally:
             writer.close()
-
-    # -- client processes ---------------------------------------------------------------------------------
 
     @staticmethod
     def spread(
@@ -760,41 +636,51 @@ class Harness:
         """(port, source[, request(i)]) of each stream, per client process: stream i goes to worker i mod W; the
         client process and source address rotate over consecutive rounds of W streams. Spreading fewer streams
         gives a prefix of each client's share."""
-        addresses = [f"127.0.0.{index + 1}" for index in range(sources)]
         shares: list[list[tuple]] = [[] for _ in range(clients)]
         for index in range(streams):
             lap = index // len(workers)
-            target = (workers[index % len(workers)].port, addresses[lap % sources])
+            target = (workers[index % len(workers)].port, f"127.0.0.{lap % sources + 1}")
             shares[lap % clients].append(target if request is None else (*target, request(index)))
         return shares
 
     async def start_clients(self, shares: list[list[tuple]], request: bytes = b"", **config: Any) -> None:
         """One client process per share of targets; returns once each said it is ready (not yet connected).
-
         `config` may set names (one per share), concurrency (streams opened at once, in all), connect_timeout,
         watch_types."""
         names = config.pop("names", None) or [f"client{index}" for index in range(len(shares))]
-        base = {
-            "request": request,
-            "concurrency": max(1, config.pop("concurrency", 100) // len(shares)),
-            "connect_timeout": 30.0,
-            "deadline": time.time() + self.remaining(),
-            "uvloop": not getattr(self.args, "no_uvloop", False),
-            "ready_on": "first-bytes" if self.peer else "connected",
-        }
+        base = {"request": request, "concurrency": max(1, config.pop("concurrency", 100) // len(shares))}
+        base |= {"connect_timeout": 30.0, "deadline": time.time() + self.remaining()}
+        base |= {"uvloop": not getattr(self.args, "no_uvloop", False), "ready_on": "first-bytes" if self.peer else ""}
         for share, name in zip(shares, names, strict=True):
             self.clients.append(ClientProcess({**base, **config, "targets": share}, name))
         for client in self.clients:
-            reply = await client.recv(self.remaining(60))
-            if reply[0] != "ready":
+            if (reply := await client.recv(self.remaining(60)))[0] != "ready":
                 raise BenchError(f"{client.name} said {reply[0]!r} instead of 'ready'")
 
-    async def ask_all(self, command: tuple, timeout: float, clients: list[ClientProcess] | None = None) -> list[Any]:
-        """Send `command` to every client process (or `clients`); their answers' payloads, in order."""
-        clients = self.clients if clients is None else clients
-        for client in clients:
+    async def open_streams(
+        self, shares: list[list[tuple]], request: bytes = b"", progress: Callable[[], None] | None = None, **config: Any
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Start the client processes (start_clients), read the baseline, open every stream, read again after
+        --settle: (the connect summary, snapshots "baseline", "connected" and "after_connect"). The baseline is
+        read with the client processes alive: PSS divides shared pages among the processes mapping them."""
+        await self.start_clients(shares, request, **config)
+        await asyncio.sleep(self.args.settle)
+        self.check_alive()
+        samples, requested = {"baseline": self.snapshot()}, sum(map(len, shares))
+        print(f"opening {requested:,} streams over {len(self.workers)} workers ...", file=sys.stderr)
+        results = await self.connect(config.get("connect_timeout", 30) + requested / 50, progress)
+        if not (connect := self.connect_summary(results, requested))["held"]:
+            raise BenchError(f"no stream connected: {connect['errors']}")
+        samples["connected"] = self.snapshot()
+        await asyncio.sleep(self.args.settle)
+        self.check_alive()
+        return connect, samples | {"after_connect": self.snapshot()}
+
+    async def ask_all(self, command: tuple, timeout: float) -> list[Any]:
+        """Send `command` to every client process; their answers' payloads, in order."""
+        for client in self.clients:
             client.pipe.send(command)
-        replies = [await client.recv(self.remaining(timeout)) for client in clients]
+        replies = [await client.recv(self.remaining(timeout)) for client in self.clients]
         return [reply[1] if len(reply) > 1 else None for reply in replies]
 
     async def connect(self, budget: float, progress: Callable[[], None] | None = None) -> list[dict[str, Any]]:
@@ -819,55 +705,41 @@ class Harness:
 
     @staticmethod
     def connect_summary(results: list[dict[str, Any]], requested: int) -> dict[str, Any]:
-        errors: Counter[str] = Counter()
-        connect_secs = array("d")
+        errors, connect_secs = Counter[str](), array("d")
         for result in results:
             errors.update(result["errors"])
             connect_secs.frombytes(result["connect_secs"])
         held = sum(result["held"] for result in results)
         wall = max(result["ended"] for result in results) - min(result["started"] for result in results)
-        return {
-            "requested": requested,
-            "held_per_client": [result["held"] for result in results],
-            "held": held,
-            "failed": sum(result["failed"] for result in results),
-            "errors": dict(errors),
-            "wall_s": wall,
+        summary = {"requested": requested, "held_per_client": [result["held"] for result in results], "held": held}
+        summary |= {"failed": sum(result["failed"] for result in results), "errors": dict(errors), "wall_s": wall}
+        return summary | {
             "rate_per_s": held / wall if wall > 0 else None,
             "time_to_connected_s": percentiles(connect_secs),
         }
 
-    async def drain(
-        self, done: Callable[[list[dict[str, Any]]], bool], limit: float, clients: list[ClientProcess] | None = None
-    ) -> dict[str, Any]:
+    async def drain(self, done: Callable[[list[dict[str, Any]]], bool], limit: float) -> dict[str, Any]:
         """Poll the clients' status until done(statuses) or `limit` seconds passed."""
         started = time.monotonic()
         while True:
-            statuses = await self.ask_all(("status",), 30, clients)
-            complete = done(statuses)
-            if complete or time.monotonic() - started > limit:
+            statuses = await self.ask_all(("status",), 30)
+            if (complete := done(statuses)) or time.monotonic() - started > limit:
                 received = sum(status["received"] for status in statuses)
                 return {"received": received, "complete": complete, "waited_s": time.monotonic() - started}
             await asyncio.sleep(min(0.1, self.remaining()))
-
-    # -- readings -----------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """/proc readings of every process of the run by name (`bench` is this one), and the machine's CPU."""
         pids = {managed.name: managed.pid for managed in [*self.workers, *self.redis]}
         pids |= {client.name: client.pid for client in self.clients} | {"bench": os.getpid()}
         readings = {name: sample(pid) for name, pid in pids.items()}
-        readings["machine"] = {"cpu_s": machine_cpu_seconds(), "time": time.time()}
-        return readings
+        return readings | {"machine": {"cpu_s": machine_cpu_seconds(), "time": time.time()}}
 
     def finish(self) -> None:
         """The report's closing fields: load at the end, `uptime`, the servers' log problems."""
-        self.report["loadavg_end"] = os.getloadavg()
-        self.report["uptime_end"] = uptime()
+        self.report |= {"loadavg_end": os.getloadavg(), "uptime_end": uptime()}
         managed = [*self.workers, *self.redis]
         self.report["log_problems"] = {m.name: m.log_problems()[-20:] for m in managed if m.log_problems()}
-
-    # -- senders ------------------------------------------------------------------------------------------
 
     async def send_paced(
         self,
@@ -880,21 +752,21 @@ class Harness:
         give_up: float = 0.0,
         size: Callable[[int], int] = lambda item: 1,
     ) -> dict[str, Any]:
-        """Open loop: item i is due at start + i / rate and goes on the next free keep-alive connection; send(i,
-        connection) makes the request and returns its status. With `give_up` (seconds), items not sent by then
-        are dropped (the server fell behind); else the run's deadline bounds it. Statuses count size(i) each."""
+        """Open loop: item i is due at start + i / rate (rate inf: back to back, as connections come free) and goes
+        on the next free keep-alive connection; send(i, connection) makes the request and returns its status.
+        With `give_up` (seconds), items not sent by then are dropped; else the run's deadline bounds it. Statuses
+        count size(i) each."""
         loop = asyncio.get_running_loop()
         pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
         for connection in connections:
             pool.put_nowait(connection)
-        sent_at, post_s = [0.0] * count, [0.0] * count
-        statuses: Counter[str] = Counter()
+        sent_at, post_s, statuses = [0.0] * count, [0.0] * count, Counter[str]()
 
         async def one(item: int, connection: HttpConnection) -> None:
             sent_at[item] = now = time.time()
             try:
                 statuses[str(await send(item, connection))] += size(item)
-            except (HttpError, OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += size(item)
             finally:
                 post_s[item] = time.time() - now
@@ -904,8 +776,7 @@ class Harness:
         start = loop.time() + 0.05
         try:
             for item in range(count):
-                delay = start + item / rate - loop.time()
-                if delay > 0:
+                if (delay := start + item / rate - loop.time()) > 0:
                     await asyncio.sleep(min(delay, self.remaining()))
                 try:
                     wait = start + give_up - loop.time() if give_up else self.remaining(30)
@@ -925,70 +796,13 @@ class Harness:
             for connection in connections:
                 connection.close()
         sent = len(tasks)
-        span = max(sent_at[:sent], default=0) - min(sent_at[:sent], default=0)
-        return {
-            "events": count,
-            "sent": sent,
-            "rate_target": rate,
-            "rate_achieved": (sent - 1) / span if span > 0 else None,
-            "statuses": dict(statuses),
-            "accepted": statuses.get(str(accept), 0),
-            "post_latency_s": percentiles(post_s[:sent]),
-            "sent_at": sent_at,
-            "first_sent": min(sent_at[:sent], default=0),
-            "send_secs": send_ended - start,
-            "last_answer": max((sent_at[i] + post_s[i] for i in range(sent)), default=0),
-        }
-
-    async def send_back_to_back(
-        self,
-        count: int,
-        seconds: float,
-        connections: list[HttpConnection],
-        send: Callable[[int, HttpConnection], Awaitable[int]],
-        accept: int,
-    ) -> dict[str, Any]:
-        """Closed loop: each connection sends its next item as soon as its last was answered, until `count` items
-        were sent or `seconds` passed; send(i, connection) returns the status."""
-        loop = asyncio.get_running_loop()
-        latencies = array("d")
-        statuses: Counter[str] = Counter()
-        items = iter(range(count))
-        stop_at = loop.time() + min(seconds, self.remaining())
-        first_sent = last_done = time.time()
-
-        async def drive(connection: HttpConnection) -> None:
-            nonlocal last_done
-            for item in items:
-                if loop.time() > stop_at:
-                    return
-                started = time.perf_counter()
-                try:
-                    status = str(await send(item, connection))
-                except (HttpError, OSError, TimeoutError) as exc:
-                    statuses[type(exc).__name__] += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                last_done = time.time()
-                statuses[status] += 1
-
-        try:
-            await asyncio.wait_for(asyncio.gather(*map(drive, connections)), self.remaining(seconds + 60))
-        finally:
-            for connection in connections:
-                connection.close()
-        wall = last_done - first_sent
-        accepted = statuses.get(str(accept), 0)
-        return {
-            "sent": sum(statuses.values()),
-            "statuses": dict(statuses),
-            "accepted": accepted,
-            "wall_s": wall,
-            "per_s": accepted / wall if wall > 0 else None,
-            "latency_s": percentiles(latencies),
-        }
-
-    # -- a broadcast: one topic, every stream, bench/fanout.py and bench/sidebyside.py ------------------------
+        first, last = min(sent_at[:sent], default=0), max(sent_at[:sent], default=0)
+        answered, accepted = max((sent_at[i] + post_s[i] for i in range(sent)), default=0), statuses[str(accept)]
+        result = {"events": count, "sent": sent, "rate_target": rate, "statuses": dict(statuses), "accepted": accepted}
+        result |= {"rate_achieved": (sent - 1) / (last - first) if last > first else None, "sent_at": sent_at}
+        result |= {"post_latency_s": percentiles(post_s[:sent]), "first_sent": first, "send_secs": send_ended - start}
+        result |= {"last_answer": answered, "wall_s": answered - first}
+        return result | {"per_s": accepted / (answered - first) if answered > first else None}
 
     def gc_snapshot(self) -> dict[str, Any]:
         """The collections counted by bench/sitehooks in workers run with --worker-gc-stats."""
@@ -1000,10 +814,9 @@ class Harness:
 
     async def broadcast_step(self, topic: str, events: int, rate: float, held: int, profile: int = 0) -> dict:
         """Publish `events` `bench.tick` events to `topic` at `rate` per second, round-robin over the workers on
-        --publish-concurrency connections, and wait (at most --drain s) until the `held` streams have them all.
-
-        Returns the publish and drain results, the /proc readings before and after, the workers' stats, GC
-        collections during the step (with --worker-gc-stats), and the py-spy summaries with `profile` seconds."""
+        --publish-concurrency connections, and wait (at most --drain s) until the `held` streams have them all
+        (bench/fanout.py and bench/sidebyside.py). Returns the publish and drain results, the /proc readings before
+        and after, the workers' stats, GC collections (with --worker-gc-stats), py-spy summaries with `profile` s."""
         args = self.args
         await self.ask_all(("expect", events), 30)
         print(f"publishing {events} events at {rate:g}/s to {held} streams ...", file=sys.stderr)
@@ -1025,15 +838,12 @@ class Harness:
         if getattr(args, "worker_gc_stats", False):
             await asyncio.sleep(1.1)  # the hooks write their counters every second
         step = {"publish": publish, "drain": drain, "before_publish": before, "after_publish": after}
-        step["gc"] = gc_deltas(gc_before, self.gc_snapshot())
-        step["stats"] = await self.stats()
+        step |= {"gc": gc_deltas(gc_before, self.gc_snapshot()), "stats": await self.stats()}
         step["loadavg_end"] = os.getloadavg()
         if profiles:
             summarise = lambda path: summarise_profile(path, main_thread_only=not self.peer)  # noqa: E731
             step["profiles"] = await self.finish_profiles(profiles, summarise)
         return step
-
-    # -- py-spy ---------------------------------------------------------------------------------------------
 
     def start_profiles(self, workers: list[Managed], seconds: int, tag: str = "", **options: Any) -> list[dict]:
         """py-spy on each of `workers` for `seconds` (start_pyspy's options), into --results-dir."""
@@ -1043,11 +853,12 @@ class Harness:
         self.args.results_dir.mkdir(parents=True, exist_ok=True)
         outputs = []
         for worker in workers:
-            name = f"{self.args.name}-{self.report['stamp']}{tag}-{worker.name}-{worker.pid}.pyspy.txt"
-            process = start_pyspy(worker.pid, self.args.results_dir / name, seconds, **options)
-            self.profilers.append(process)
-            outputs.append({"worker": worker.name, "path": self.args.results_dir / name, "process": process})
-            outputs[-1]["seconds"] = seconds
+            path = (
+                self.args.results_dir
+                / f"{self.args.name}-{self.report['stamp']}{tag}-{worker.name}-{worker.pid}.pyspy.txt"
+            )
+            self.profilers.append(start_pyspy(worker.pid, path, seconds, **options))
+            outputs.append({"worker": worker.name, "path": path, "process": self.profilers[-1], "seconds": seconds})
         return outputs
 
     async def finish_profiles(
@@ -1070,8 +881,6 @@ class Harness:
                 summaries.append({"worker": output["worker"], "error": f"py-spy exited {process.returncode}: {error}"})
         return summaries
 
-    # -- the end ------------------------------------------------------------------------------------------
-
     def stop_processes(self, keep_redis: bool = False) -> None:
         """Stop what this run started, by PID: profilers, client processes, workers, then redis."""
         for process in self.profilers:
@@ -1084,8 +893,7 @@ class Harness:
         for managed in [*self.workers, *([] if keep_redis else self.redis)]:
             with contextlib.suppress(Exception):
                 managed.stop()
-        self.profilers, self.clients, self.workers = [], [], []
-        self.redis = self.redis if keep_redis else []
+        self.profilers, self.clients, self.workers, self.redis = [], [], [], self.redis if keep_redis else []
 
     def cleanup(self) -> None:
         self.stop_processes()
@@ -1107,15 +915,15 @@ class Harness:
 
 def gc_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Collections per generation, and seconds spent in them, between two gc_snapshot()s."""
-    result = {}
-    for name, end in after.items():
-        if start := before.get(name):
-            result[name] = {
-                "collections": [e - s for s, e in zip(start["counts"], end["counts"], strict=True)],
-                "seconds": [round(e - s, 3) for s, e in zip(start["seconds"], end["seconds"], strict=True)],
-                "threshold": end["threshold"],
-            }
-    return result
+    return {
+        name: {
+            "collections": [e - s for s, e in zip(before[name]["counts"], end["counts"], strict=True)],
+            "seconds": [round(e - s, 3) for s, e in zip(before[name]["seconds"], end["seconds"], strict=True)],
+            "threshold": end["threshold"],
+        }
+        for name, end in after.items()
+        if before.get(name)
+    }
 
 
 def deliveries(results: list[dict[str, Any]], published: dict[str, Any], held: int, events: int) -> dict[str, Any]:
@@ -1123,40 +931,32 @@ def deliveries(results: list[dict[str, Any]], published: dict[str, Any], held: i
     counts, first, last = [0] * events, [math.inf] * events, [0.0] * events
     lat_sent, lat_published = array("d"), array("d")
     for result in results:
-        for seq, (count, begin, end) in enumerate(
-            zip(result["counts"], array("d", result["first"]), array("d", result["last"]), strict=True)
-        ):
-            counts[seq] += count
-            first[seq] = min(first[seq], begin or math.inf)
-            last[seq] = max(last[seq], end)
+        columns = zip(result["counts"], array("d", result["first"]), array("d", result["last"]), strict=True)
+        for seq, (count, begin, end) in enumerate(columns):
+            counts[seq], first[seq], last[seq] = (
+                counts[seq] + count,
+                min(first[seq], begin or math.inf),
+                max(last[seq], end),
+            )
         lat_sent.frombytes(result["lat_sent"])
         lat_published.frombytes(result["lat_published"])
-    sent_at, received, accepted = published["sent_at"], sum(counts), published["accepted"]
+    sent_at, received, expected = published["sent_at"], sum(counts), held * published["accepted"]
     complete = [seq for seq in range(events) if counts[seq] == held]
     window = max(last) - published["first_sent"] if received else 0.0
-    return {
-        "expected": held * accepted,
-        "received": received,
-        "lost": held * accepted - received,
-        **{key: sum(result[key] for result in results) for key in ("duplicates", "unknown", "resets")},
-        "streams_lost": sum(result["lost"] for result in results),
-        "events_complete": len(complete),
-        "latency_from_send_s": percentiles(lat_sent, (50, 90, 99, 99.9)),
-        "latency_from_published_at_s": percentiles(lat_published, (50, 90, 99, 99.9)),
-        "completion_s": percentiles(last[seq] - sent_at[seq] for seq in complete),
-        "first_to_last_s": percentiles(last[seq] - first[seq] for seq in complete),
-        "window_s": window,
-        "per_s": received / window if window > 0 else None,
-        "per_event": [
-            {
-                "seq": seq,
-                "received": counts[seq],
-                "first_s": first[seq] - sent_at[seq] if counts[seq] else None,
-                "completion_s": last[seq] - sent_at[seq] if counts[seq] else None,
-            }
-            for seq in range(events)
-        ],
-    }
+    summary = {"expected": expected, "received": received, "lost": expected - received}
+    summary |= {key: sum(result[key] for result in results) for key in ("duplicates", "unknown", "resets")}
+    summary |= {"streams_lost": sum(result["lost"] for result in results), "events_complete": len(complete)}
+    summary["latency_from_send_s"] = percentiles(lat_sent, (50, 90, 99, 99.9))
+    summary["latency_from_published_at_s"] = percentiles(lat_published, (50, 90, 99, 99.9))
+    summary["completion_s"] = percentiles(last[seq] - sent_at[seq] for seq in complete)
+    summary["first_to_last_s"] = percentiles(last[seq] - first[seq] for seq in complete)
+    summary |= {"window_s": window, "per_s": received / window if window > 0 else None}
+    summary["per_event"] = [
+        {"seq": seq, "received": n, "first_s": first[seq] - sent_at[seq] if n else None}
+        | {"completion_s": last[seq] - sent_at[seq] if n else None}
+        for seq, n in enumerate(counts)
+    ]
+    return summary
 
 
 def memory_row(name: str, streams: int, *phases: dict[str, Any]) -> dict[str, Any]:
@@ -1170,12 +970,40 @@ def memory_row(name: str, streams: int, *phases: dict[str, Any]) -> dict[str, An
     return row
 
 
-def run(scenario: type[Harness], args: argparse.Namespace, render: Callable[[dict[str, Any]], str]) -> int:
-    """Run `scenario(args).main()` with signals handled and cleanup guaranteed; print and save the report.
+def memory_table(
+    rows: list[dict[str, Any]], phases: str, extra: dict[str, Callable[[dict], str]] | None = None
+) -> list[str]:
+    """A Markdown table of memory_row()s: memory and fds at each phase, per stream, and `extra` columns."""
+    extra = extra or {}
+    lines = [
+        f"| process | streams | RSS MiB {phases} | RSS/stream | PSS MiB {phases} | PSS/stream | USS/stream | "
+        f"RSS all-in/stream | fds {phases} |" + "".join(f" {name} |" for name in extra),
+        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |" + " --- |" * len(extra),
+    ]
+    for row in rows:
+        cells = [
+            row["name"],
+            f"{row['streams']:,}",
+            " -> ".join(map(mib, row["rss_kb"])),
+            kib(row["rss_per_stream_kb"]),
+        ]
+        cells += [" -> ".join(map(mib, row["pss_kb"])), kib(row["pss_per_stream_kb"]), kib(row["uss_per_stream_kb"])]
+        cells += [kib(row["rss_all_in_per_stream_kb"]), " -> ".join(map(str, row["fds"]))]
+        lines.append("| " + " | ".join(cells + [cell(row) for cell in extra.values()]) + " |")
+    return lines
 
-    Exit status: 0, 1 when the run failed, 130 when interrupted, or report["exit_status"] (a failed check)."""
+
+def run(scenario: type[Harness], args: argparse.Namespace, render: Callable[[dict[str, Any]], str]) -> int:
+    """Run `scenario(args).main()` with signals handled and cleanup guaranteed; print and save the report. Exit
+    status: 0, 1 when the run failed, 130 when interrupted, or report["exit_status"] (a failed check)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT too: a run started in the background begins with SIGINT ignored.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     raise_nofile_limit()
-    interrupt_on_signals()
     harness = scenario(args)
     try:
         report = asyncio.run(harness.main())

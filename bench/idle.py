@@ -48,39 +48,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 class Idle(h.Harness):
     async def main(self) -> dict[str, Any]:
-        args, report = self.args, self.report
+        args, report, progress = self.args, self.report, []
         await self.start_site(args.workers)
         await self.warm_up(publishes=1, streams=True)
-        await self.start_clients(
-            self.spread(self.workers, args.connections, args.clients, args.sources),
-            self.stream_request([args.topic]).encode(),
-            concurrency=args.connect_concurrency,
-            connect_timeout=args.connect_timeout,
-        )
-        await asyncio.sleep(args.settle)
-        self.check_alive()
-        samples = {"baseline": self.snapshot()}  # with the clients alive: PSS divides shared pages among users
-        progress: list[dict[str, Any]] = []
 
         def log_progress() -> None:
             """Streams open per worker, from its fds (one per stream), every second."""
-            fds = {w.name: h.open_fds(w.pid) - samples["baseline"][w.name]["fds"] for w in self.workers}
+            fds = {w.name: h.open_fds(w.pid) - before[w.name]["fds"] for w in self.workers}
             progress.append({"t": round(time.monotonic() - started, 1), "streams_by_fds": fds})
             if len(progress) % 5 == 0:
                 print(f"  {progress[-1]['t']:5.0f} s: ~{sum(fds.values()):,} streams open", file=sys.stderr)
 
-        print(f"opening {args.connections:,} streams over {args.workers} workers ...", file=sys.stderr)
-        started = time.monotonic()
-        results = await self.connect(args.connect_timeout + args.connections / 50, log_progress)
-        report["connect"] = self.connect_summary(results, args.connections)
-        if not (held := report["connect"]["held"]):
-            raise h.BenchError(f"no stream connected: {report['connect']['errors']}")
-        samples["connected"] = self.snapshot()  # the connect phase's CPU ends here
-        await asyncio.sleep(args.settle)
-        self.check_alive()
-        samples["after_connect"] = self.snapshot()
-        stats_connected = await self.stats()
-
+        started, before = time.monotonic(), self.snapshot()
+        shares = self.spread(self.workers, args.connections, args.clients, args.sources)
+        config = {"concurrency": args.connect_concurrency, "connect_timeout": args.connect_timeout}
+        report["connect"], samples = await self.open_streams(
+            shares, self.stream_request([args.topic]), log_progress, **config
+        )
+        stats_connected, held = await self.stats(), report["connect"]["held"]
         print(f"holding {held:,} streams for {args.hold:.0f} s ...", file=sys.stderr)
         samples["hold_start"] = self.snapshot()
         await asyncio.sleep(self.remaining(args.hold))
@@ -91,42 +76,32 @@ class Idle(h.Harness):
         if not args.no_probe:
             print("probe: one event to every stream ...", file=sys.stderr)
             await self.ask_all(("expect", 1), 30)
-            start = self.snapshot()
-            report["probe"] = {"sent_at": time.time()}
+            start, report["probe"] = self.snapshot(), {"sent_at": time.time()}
             event = {"topic": args.topic, "type": h.EVENT_TYPE, "data": {"seq": 0, "sent_at": time.time()}}
             await self.call(self.workers[0], "POST", "/api/publish", event, expect=202)
             expected = report["hold"]["open"]
             drain = await self.drain(lambda statuses: sum(s["received"] for s in statuses) >= expected, args.drain)
             end = self.snapshot()
             report["probe"] |= {"received_polled": drain["received"], "cpu": h.cpu_deltas(start, end)}
-            report["probe"]["wall_s"] = end["bench"]["time"] - start["bench"]["time"]
         stats_end = await self.stats()
         self.finish()
-
         results = await self.ask_all(("stop",), 120)
         if not args.no_probe:
-            reached = [result for result in results if result["counts"] and result["counts"][0]]
-            sent = report["probe"]["sent_at"]
-            report["probe"] |= {
-                "received": sum(result["counts"][0] for result in reached),
-                "expected": report["hold"]["open"],
-                "first_s": min((array("d", r["first"])[0] - sent for r in reached), default=None),
-                "complete_s": max((array("d", r["last"])[0] - sent for r in reached), default=None),
-            }
+            reached, sent = [r for r in results if r["counts"] and r["counts"][0]], report["probe"]["sent_at"]
+            report["probe"] |= {"received": sum(r["counts"][0] for r in reached), "expected": report["hold"]["open"]}
+            report["probe"]["first_s"] = min((array("d", r["first"])[0] - sent for r in reached), default=None)
+            report["probe"]["complete_s"] = max((array("d", r["last"])[0] - sent for r in reached), default=None)
         keys = ("max_rss_kb", "cpu_s", "comments", "open", "lost")
         report["clients"] = [{key: result[key] for key in keys} for result in results]
-        report["samples"], report["progress"] = samples, progress
+        report |= {"samples": samples, "progress": progress}
         report["worker_stats"] = {"after_connect": stats_connected, "end": stats_end}
-        connected, hold_start, after_hold = samples["connected"], samples["hold_start"], samples["after_hold"]
-        report["cpu"] = {
-            "connect": h.cpu_deltas(samples["baseline"], connected),
-            "connect_wall_s": connected["bench"]["time"] - samples["baseline"]["bench"]["time"],
-            "hold": h.cpu_deltas(hold_start, after_hold),
-            "hold_wall_s": after_hold["bench"]["time"] - hold_start["bench"]["time"],
-        }
-        phases = (samples["baseline"], samples["after_connect"], after_hold)
+        baseline, connected, hold_start, after_hold = (
+            samples[k] for k in ("baseline", "connected", "hold_start", "after_hold")
+        )
+        report["cpu"] = {"connect": h.cpu_deltas(baseline, connected), "hold": h.cpu_deltas(hold_start, after_hold)}
+        phases = (baseline, samples["after_connect"], after_hold)
         rows = [h.memory_row(w.name, stats_connected[w.name]["connections"], *phases) for w in self.workers]
-        total: dict[str, Any] = {"streams": sum(row["streams"] for row in rows)}
+        total: dict[str, Any] = {"name": "all", "streams": sum(row["streams"] for row in rows), "fds": []}
         for kind in ("rss", "pss", "uss"):
             values = total[f"{kind}_kb"] = [sum(row[f"{kind}_kb"][phase] for row in rows) for phase in range(3)]
             total[f"{kind}_per_stream_kb"] = (values[1] - values[0]) / total["streams"] if total["streams"] else None
@@ -142,11 +117,18 @@ def render(report: dict[str, Any]) -> str:
     conn, hold, cpu, total = report["connect"], report["hold"], report["cpu"], report["memory"]["total"]
     errors = ", ".join(f"{name} x{count}" for name, count in conn["errors"].items()) or "none"
     rss_kb, probe = total["rss_per_stream_kb"], report.get("probe")
-    ttc = h.pct(conn["time_to_connected_s"], lambda value: f"{h.ms(value)} ms")
     lines = [
+        f"### {args['name']} ({report['stamp']})",
+        "",
+        f"`uptime` before: `{report['uptime_start']}`; after: `{report['uptime_end']}`. Code: {h.code_label(report)}.",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
         f"| streams held | {conn['held']:,} of {conn['requested']:,} ({args['workers']} workers, {args['clients']} "
         f"client process(es), {args['sources']} source address(es)); failed: {errors} |",
-        f"| connect | {conn['wall_s']:.1f} s, {conn['rate_per_s'] or 0:,.0f} streams/s; time to `connected` {ttc} |",
+        f"| connect | {conn['wall_s']:.1f} s, {conn['rate_per_s'] or 0:,.0f} streams/s; time to `connected` "
+        + h.pct(conn["time_to_connected_s"], lambda value: f"{h.ms(value)} ms")
+        + " |",
         f"| still open after holding {hold['secs']:.0f} s | {hold['open']:,} (closed {hold['closed']:,}, resets "
         f"{hold['resets']}) |",
     ]
@@ -161,50 +143,24 @@ def render(report: dict[str, Any]) -> str:
         f"USS {h.kib(total['uss_per_stream_kb'])} |",
         f"| worker memory per stream, all-in (whole RSS / streams) | {h.kib(total['rss_all_in_per_stream_kb'])} "
         f"({h.mib(total['rss_kb'][1])} MiB RSS for {total['streams']:,} streams) |",
-        f"| CPU while connecting | {h.cpu_line(cpu['connect'], cpu['connect_wall_s'], cores)} |",
-        f"| CPU while holding (idle: keep-alives, Daphne's checker) | "
-        f"{h.cpu_line(cpu['hold'], cpu['hold_wall_s'], cores)} |",
+        f"| CPU while connecting | {h.cpu_line(cpu['connect'], cores)} |",
+        f"| CPU while holding (idle: keep-alives, Daphne's checker) | {h.cpu_line(cpu['hold'], cores)} |",
     ]
-    lines += [f"| CPU during the probe | {h.cpu_line(probe['cpu'], probe['wall_s'], cores)} |"] if probe else []
-    lines.append(f"| load average (1/5/15 min) start -> end | {h.load_line(report)} |")
-    lines = [
-        f"### {args['name']} ({report['stamp']})",
-        "",
-        f"`uptime` before: `{report['uptime_start']}`; after: `{report['uptime_end']}`. Code: {h.code_label(report)}.",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        *lines,
-        "",
-        "| worker | streams | RSS MiB before -> connected -> held | RSS/stream | PSS MiB before -> connected | "
-        "PSS/stream | USS/stream | RSS all-in/stream | fds before -> connected -> held | CPU s connect / hold |",
-        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    for row in [*report["memory"]["workers"], {"name": "all", **total, "fds": []}]:
-        cpu_s = f"{cpu['connect'].get(row['name'], 0):.1f} / {cpu['hold'].get(row['name'], 0):.1f}"
-        lines.append(
-            f"| {row['name']} | {row['streams']:,} | {' -> '.join(map(h.mib, row['rss_kb']))} | "
-            f"{h.kib(row['rss_per_stream_kb'])} | {' -> '.join(map(h.mib, row['pss_kb'][:2]))} | "
-            f"{h.kib(row['pss_per_stream_kb'])} | {h.kib(row['uss_per_stream_kb'])} | "
-            f"{h.kib(row['rss_all_in_per_stream_kb'])} | {' -> '.join(map(str, row['fds']))} | "
-            f"{cpu_s if row['fds'] else ''} |"
-        )
-    lines += [
-        "",
-        "Load client (not part of the server's memory):",
-        "",
-        "| client | streams | RSS MiB before -> connected | RSS/stream | USS/stream | max RSS MiB | CPU s "
-        "connect / hold / total | keep-alive comments received |",
-        "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |",
-    ]
-    for row, extra in zip(report["memory"]["clients"], report["clients"], strict=True):
-        name = row["name"]
-        lines.append(
-            f"| {name} | {row['streams']:,} | {' -> '.join(map(h.mib, row['rss_kb'][:2]))} | "
-            f"{h.kib(row['rss_per_stream_kb'])} | {h.kib(row['uss_per_stream_kb'])} | {h.mib(extra['max_rss_kb'])} | "
-            f"{cpu['connect'].get(name, 0):.1f} / {cpu['hold'].get(name, 0):.1f} / {extra['cpu_s']:.1f} | "
-            f"{extra['comments']:,} |"
-        )
+    lines += [f"| CPU during the probe | {h.cpu_line(probe['cpu'], cores)} |"] if probe else []
+    lines += [f"| load average (1/5/15 min) start -> end | {h.load_line(report)} |", ""]
+    clients = dict(zip((row["name"] for row in report["memory"]["clients"]), report["clients"], strict=True))
+
+    def cpu_cell(row: dict[str, Any]) -> str:
+        values = [cpu[phase].get(row["name"], 0) for phase in ("connect", "hold")]
+        extra = clients.get(row["name"])
+        return " / ".join(f"{v:.1f}" for v in values + ([extra["cpu_s"]] if extra else [])) if row["fds"] else ""
+
+    extra = {"CPU s connect / hold (/ total)": cpu_cell}
+    lines += h.memory_table([*report["memory"]["workers"], total], "before -> connected -> held", extra)
+    lines += ["", "Load client (not part of the server's memory; keep-alive comments received, max RSS):", ""]
+    extra |= {"comments": lambda row: f"{clients[row['name']]['comments']:,}"}
+    extra |= {"max RSS MiB": lambda row: h.mib(clients[row["name"]]["max_rss_kb"])}
+    lines += h.memory_table(report["memory"]["clients"], "before -> connected -> held", extra)
     if report.get("log_problems"):
         lines += ["", f"worker log problems: {str(report['log_problems'])[:2000]}"]
     return "\n".join(lines)

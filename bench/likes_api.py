@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -142,7 +143,7 @@ class Likes(h.Harness):
         env = self.site_env(redis, **overrides)
         await self.prepare_site(env)
         # Videos: phase 1's, then phase 2's own, then one for warming up.
-        seeded = await asyncio.to_thread(self.django, env, SEED_SCRIPT, str(args.members), str(args.videos + 2))
+        seeded = await self.django(env, SEED_SCRIPT, str(args.members), str(args.videos + 2))
         self.members, self.videos = seeded["members"], seeded["videos"]
         self.start_workers(args.workers, env)
         for connection in self.connections(len(self.workers)):  # warm up: two likes per worker
@@ -160,13 +161,8 @@ class Likes(h.Harness):
             return None
         self.pg_admin.execute("SELECT pg_stat_clear_snapshot()")
         query = "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s"
-        return dict(
-            zip(
-                ("sessions", "xact_commit", "xact_rollback"),
-                self.pg_admin.execute(query, (self.pg_db,)).fetchone(),
-                strict=True,
-            )
-        )
+        sessions, commits, rollbacks = self.pg_admin.execute(query, (self.pg_db,)).fetchone()
+        return {"sessions": sessions, "xact_commit": commits, "xact_rollback": rollbacks}
 
     async def throughput(self) -> dict[str, Any]:
         args = self.args
@@ -182,7 +178,9 @@ class Likes(h.Harness):
         pg_before = await asyncio.to_thread(self.pg_stats)
         profiles = self.start_profiles(self.workers[:1], args.profile) if args.profile else []
         before = self.snapshot()
-        result = await self.send_back_to_back(args.likes, args.seconds, self.connections(args.concurrency), send, 201)
+        connections = self.connections(args.concurrency)
+        result = await self.send_paced(args.likes, math.inf, connections, send, accept=201, give_up=args.seconds)
+        del result["sent_at"]
         after = self.snapshot()
         await asyncio.sleep(1.0)  # PostgreSQL 15 flushes its statistics at most once a second
         pg_after = await asyncio.to_thread(self.pg_stats)
@@ -197,22 +195,18 @@ class Likes(h.Harness):
             "answered_counts_exact": all(sorted(c) == list(range(1, len(c) + 1)) for c in counts.values()),
             "per_video": {video: len(answered) for video, answered in counts.items()},
             "cpu": h.cpu_deltas(before, after),
-            "cpu_wall_s": after["bench"]["time"] - before["bench"]["time"],
             "pg_stats": {key: pg_after[key] - pg_before[key] for key in pg_after} if pg_after else None,
         }
 
     async def end_to_end(self) -> dict[str, Any]:
         args = self.args
         video = self.videos[args.videos]
-        request = self.stream_request([f"video.{video}.likes"]).encode()
+        request = self.stream_request([f"video.{video}.likes"])
         share = self.spread(self.workers, args.viewers, 1, 1)
-        await self.start_clients(share, request, names=["client-viewers"], watch_types=["like.created"])
         result: dict[str, Any] = {"video": video}
-        result["connect"] = self.connect_summary(await self.connect(30 + args.viewers / 50), args.viewers)
-        if not (held := result["connect"]["held"]):
-            raise h.BenchError(f"no viewer connected: {result['connect']['errors']}")
-        await asyncio.sleep(args.settle)
-        self.check_alive()
+        config = {"names": ["client-viewers"], "watch_types": ["like.created"]}
+        result["connect"], _samples = await self.open_streams(share, request, **config)
+        held = result["connect"]["held"]
         print(f"liking video {video} {args.e2e_likes} times at {args.e2e_rate}/s, {held} viewers ...", file=sys.stderr)
         totals = [0] * args.e2e_likes
 
@@ -222,9 +216,8 @@ class Likes(h.Harness):
             return status
 
         before = self.snapshot()
-        likes = await self.send_paced(
-            args.e2e_likes, args.e2e_rate, self.connections(args.e2e_connections), send, accept=201
-        )
+        connections = self.connections(args.e2e_connections)
+        likes = await self.send_paced(args.e2e_likes, args.e2e_rate, connections, send, accept=201)
         result["likes"] = likes = likes | {"totals": totals, "errors": args.e2e_likes - likes["accepted"]}
         self.accepted[video] += likes["accepted"]
         final_total = max(totals)
@@ -237,10 +230,7 @@ class Likes(h.Harness):
 
         result["drain"] = await self.drain(done, args.drain)
         after = self.snapshot()
-        result["cpu"], result["cpu_wall_s"] = (
-            h.cpu_deltas(before, after),
-            after["bench"]["time"] - before["bench"]["time"],
-        )
+        result["cpu"] = h.cpu_deltas(before, after)
         result["worker_stats"] = await self.stats()
         raw = (await self.ask_all(("stop",), 60))[0]
         result["client"] = {k: raw[k] for k in ("max_rss_kb", "cpu_s", "comments", "other_frames", "resets", "lost")}
@@ -367,14 +357,14 @@ def render(report: dict[str, Any]) -> str:
     db += " (PostgreSQL CPU is the whole server's, other users' databases included)" if db == "postgres" else ""
     lines = [f"### {config['name']} ({report['stamp']}, {db}, {config['workers']} workers)", ""]
     if t := report.get("throughput"):
-        workers_cpu = sum(value for name, value in t["cpu"].items() if name.startswith("w"))
+        workers_cpu = h.worker_cpu(t["cpu"])
         lines += [
             "| throughput | value |",
             "| --- | --- |",
             f"| likes | {t['accepted']:,} accepted of {t['sent']:,} sent ({t['statuses']}); {config['concurrency']} "
             f"keep-alive connections, {config['members']} members, {config['videos']} videos |",
             f"| likes/s accepted | {h.num(t['per_s'])} (over {t['wall_s']:.1f} s) |",
-            f"| POST latency (ms) | {h.pct(t['latency_s'])} |",
+            f"| POST latency (ms) | {h.pct(t['post_latency_s'])} |",
             f"| errors | {t['errors']} |",
             f"| answered counts | 1..n once each per video: {'yes' if t['answered_counts_exact'] else 'NO'} |",
             f"| worker CPU per like | {h.num(workers_cpu / t['accepted'] * 1000 if t['accepted'] else None, 2)} ms |",
@@ -386,7 +376,7 @@ def render(report: dict[str, Any]) -> str:
                 f"({pg['sessions'] / max(1, t['sent']):.2f} sessions per like; PostgreSQL CPU {pg_cpu:.2f} ms "
                 "per like) |"
             )
-        lines += [f"| CPU | {h.cpu_line(t['cpu'], t['cpu_wall_s'], cores)} |", ""]
+        lines += [f"| CPU | {h.cpu_line(t['cpu'], cores)} |", ""]
         if profile := t.get("profile"):
             lines += ["py-spy w0: " + (profile.get("error") or h.render_profile(profile)), ""]
     if e := report.get("e2e"):
@@ -412,7 +402,7 @@ def render(report: dict[str, Any]) -> str:
             f"| deliveries | {a['deliveries_received']:,} of {a['deliveries_expected']:,}: lost "
             f"{a['deliveries_lost']}, duplicates {a['duplicates']}, streams closed {e['client']['lost']}, "
             f"resets {e['client']['resets']} |",
-            f"| CPU | {h.cpu_line(e['cpu'], e['cpu_wall_s'], cores)} |",
+            f"| CPU | {h.cpu_line(e['cpu'], cores)} |",
             "",
         ]
     bad = {video: row for video, row in stored["per_video"].items() if len(set(row.values())) != 1}

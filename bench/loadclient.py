@@ -1,23 +1,17 @@
 """The SSE readers: one client process holds many streams cheaply, driven by bench/harness.py over a pipe.
 
-Raw asyncio (a Protocol per stream, no task, no StreamReader), uvloop when installed. Each stream is a socket bound
-to a source address 127.0.0.x with IP_BIND_ADDRESS_NO_PORT (the port is picked at connect, per destination, so one
-source address is not capped at ~28,000 ports over all workers), then an HTTP/1.1 request (config["request"], or
-the target's own: targets are (port, source) or (port, source, request)), parsed as chunked encoding and SSE frames.
-
-A stream is held at livesite's `connected` frame, or with ready_on="first-bytes" (django-eventstream has no such
-frame) once headers and body bytes arrived. Benchmark events are `bench.tick` frames whose JSON holds `seq` and
-`sent_at`, in livesite's envelope (`{"id", "data": {"seq", "sent_at"}, "published_at"}`) or flat (the peer's).
-Each delivery is recorded as (receive time - send time) and (receive time - `published_at`). Every stream of a
-broadcast gets the same bytes, so a chunk's parse is cached by its bytes (bounded): a delivery then costs one dict
-lookup. Frames of the types in config["watch_types"] are kept as they are (each event id once, with every
-stream's receive time, and per stream the order received), for events that are not `bench.tick`.
-
-Protocol: the process says ("ready", pid), waits for ("connect",) and answers ("connected", {...}). Then:
-("expect", n) -> ("ok",) (a new measurement of seq 0..n-1); ("status",) -> ("status", {...}); ("result",) ->
-("result", {...}); ("trim", {port: keep}) -> ("trimmed", open streams) after closing all but the first `keep`
-streams to each port (on purpose: not counted as lost); ("stop",) -> ("result", {...}) and exit. It also exits at
-config["deadline"] (wall clock) and when the parent goes away (PR_SET_PDEATHSIG).
+Raw asyncio (a Protocol per stream, no task), uvloop when installed. Each stream is a socket bound to a source address
+127.0.0.x with IP_BIND_ADDRESS_NO_PORT (the port is picked per destination at connect, so one source address is not
+capped at ~28,000 ports over all workers), then an HTTP/1.1 request (config["request"], or per target: targets are
+(port, source[, request])), parsed as chunked encoding and SSE frames. A stream is held at livesite's `connected`
+frame, or with ready_on="first-bytes" (django-eventstream has no such frame) once body bytes arrived. `bench.tick`
+events carry `seq` and `sent_at` in livesite's envelope or flat (the peer's); each delivery is timed from `sent_at`
+and from `published_at`. A broadcast sends every stream the same bytes, so a chunk's parse is cached by its bytes.
+Frames of config["watch_types"] are kept as they are (each event once with every stream's receive time, and per
+stream the order received). Protocol: ("ready", pid); ("connect",) -> ("connected", {...}); then ("expect", n) ->
+("ok",) (a new measurement of seq 0..n-1), ("status",), ("result",), ("trim", {port: keep}) -> ("trimmed", open)
+(all but the first `keep` streams to each port closed on purpose), ("stop",) -> ("result", {...}) and exit. It
+also exits at config["deadline"] (wall clock) and when the parent dies (PR_SET_PDEATHSIG).
 """
 
 import asyncio
@@ -201,14 +195,8 @@ class Client:
         gate = asyncio.Semaphore(self.config["concurrency"])
         started = _now()
         await asyncio.gather(*(self._open(target, gate) for target in targets))
-        return {
-            "held": self.open_streams,
-            "failed": len(targets) - self.open_streams,
-            "errors": dict(self.errors),
-            "started": started,
-            "ended": _now(),
-            "connect_secs": self.connect_secs.tobytes(),
-        }
+        result = {"held": self.open_streams, "failed": len(targets) - self.open_streams, "errors": dict(self.errors)}
+        return result | {"started": started, "ended": _now(), "connect_secs": self.connect_secs.tobytes()}
 
     async def _open(self, target: tuple, gate: asyncio.Semaphore) -> None:
         port, source, request = (*target, self.config["request"])[:3]
@@ -307,17 +295,10 @@ class Client:
 
     def result(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        result = {
-            **self.status(),
-            "counts": self.counts,
-            **{key: getattr(self, key).tobytes() for key in ("first", "last", "lat_sent", "lat_published")},
-            "published_at": self.published_at.tobytes(),
-            "unknown": self.unknown,
-            "comments": self.comments,
-            "other_frames": self.other_frames,
-            "max_rss_kb": usage.ru_maxrss,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-        }
+        arrays = ("first", "last", "lat_sent", "lat_published", "published_at")
+        result = {**self.status(), "counts": self.counts, **{key: getattr(self, key).tobytes() for key in arrays}}
+        result |= {"unknown": self.unknown, "comments": self.comments, "other_frames": self.other_frames}
+        result |= {"max_rss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
         if self.watch_types:
             result["watched_events"] = self.watched_events
             result["watched_times"] = [times.tobytes() for times in self.watched_times]

@@ -46,29 +46,21 @@ def client_cpu_secs() -> float:
 
 
 class Presence(h.Harness):
-    async def redis_counters(self) -> dict[str, float]:
+    async def redis_used(self, before: dict[str, float] | None = None) -> dict[str, float]:
+        """Redis's script calls, script time and CPU so far (or since `before`)."""
         stats, cpu = await self.admin.info("commandstats"), await self.admin.info("cpu")
         script = stats.get("cmdstat_evalsha", {})
-        return {
-            "script_calls": float(script.get("calls", 0)),
-            "script_usec": float(script.get("usec", 0)),
-            "cpu_secs": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-        }
-
-    async def used(self, before: dict[str, float]) -> dict[str, float]:
-        after = await self.redis_counters()
-        return {key: after[key] - before[key] for key in after}
+        now = {"script_calls": float(script.get("calls", 0)), "script_usec": float(script.get("usec", 0))}
+        now["cpu_secs"] = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        return {key: value - (before or {}).get(key, 0.0) for key, value in now.items()}
 
     async def main(self) -> dict[str, Any]:
         args, result = self.args, self.report
-        os.environ.update(
-            DJANGO_SETTINGS_MODULE="livesite.settings",
-            REDIS_URL=f"redis://127.0.0.1:{self.start_redis().port}/0",
-            DATABASE_URL=f"sqlite:///{self.tmp}/db.sqlite3",
-            PRESENCE_OFFLINE_AFTER_SECS=str(args.offline_after),
-            PRESENCE_HEARTBEAT_SECS=str(args.offline_after / 3),
-            LOG_LEVEL="WARNING",
-        )
+        url = f"redis://127.0.0.1:{self.start_redis().port}/0"
+        os.environ |= {"DJANGO_SETTINGS_MODULE": "livesite.settings", "REDIS_URL": url, "LOG_LEVEL": "WARNING"}
+        os.environ |= {"DATABASE_URL": f"sqlite:///{self.tmp}/db.sqlite3"}
+        os.environ |= {"PRESENCE_OFFLINE_AFTER_SECS": str(args.offline_after)}
+        os.environ |= {"PRESENCE_HEARTBEAT_SECS": str(args.offline_after / 3)}
         import django
 
         django.setup()
@@ -77,24 +69,17 @@ class Presence(h.Harness):
         from presence import services
         from presence.store import RedisStore
 
-        url = os.environ["REDIS_URL"]
         members = list(range(1, args.members + 1))
-        shares = [members[index :: args.workers] for index in range(args.workers)]
         stores = [RedisStore(url, key_prefix="bench") for _ in range(args.workers)]
-        workers = list(zip(stores, shares, strict=True))
-        self.admin = aioredis.Redis.from_url(url)
-        sweep_secs = args.offline_after / 10
+        workers = [(store, members[index :: args.workers]) for index, store in enumerate(stores)]
+        self.admin, sweep_secs = aioredis.Redis.from_url(url), args.offline_after / 10
 
         # 1. burst: everyone online at once.
         started = time.perf_counter()
         online = await asyncio.gather(*(store.abeat(share, time.time()) for store, share in workers))
-        burst_secs = time.perf_counter() - started
+        secs = time.perf_counter() - started
         assert sum(len(rows) for rows in online) == args.members
-        result["burst"] = {
-            "members": args.members,
-            "secs": burst_secs,
-            "transitions_per_sec": args.members / burst_secs,
-        }
+        result["burst"] = {"members": args.members, "secs": secs, "transitions_per_sec": args.members / secs}
 
         # 2. steady heartbeats, back to back.
         async def beat_loop(store: RedisStore, share: list[int], until: float) -> int:
@@ -104,21 +89,16 @@ class Presence(h.Harness):
                 beats += len(share)
             return beats
 
-        before, cpu_before, started = await self.redis_counters(), client_cpu_secs(), time.perf_counter()
-        beats = sum(await asyncio.gather(*(beat_loop(s, share, started + args.seconds) for s, share in workers)))
-        elapsed = time.perf_counter() - started
-        used, client_cpu = await self.used(before), client_cpu_secs() - cpu_before
-        result["steady"] = {
-            "heartbeats": beats,
-            "secs": elapsed,
-            "heartbeats_per_sec": beats / elapsed,
-            "script_calls": used["script_calls"],
-            "redis_script_usec_per_heartbeat": used["script_usec"] / beats,
-            "redis_cpu_usec_per_heartbeat": 1e6 * used["cpu_secs"] / beats,
-            "redis_cpu_share": used["cpu_secs"] / elapsed,
-            "client_cpu_usec_per_heartbeat": 1e6 * client_cpu / beats,
-            "client_cpu_share": client_cpu / elapsed,
-        }
+        before, cpu_before, started = await self.redis_used(), client_cpu_secs(), time.perf_counter()
+        beats = sum(await asyncio.gather(*(beat_loop(*worker, started + args.seconds) for worker in workers)))
+        elapsed, client_cpu = time.perf_counter() - started, client_cpu_secs() - cpu_before
+        used = await self.redis_used(before)
+        result["steady"] = {"heartbeats": beats, "secs": elapsed, "heartbeats_per_sec": beats / elapsed}
+        result["steady"] |= {"script_calls": used["script_calls"]}
+        result["steady"] |= {"redis_script_usec_per_heartbeat": used["script_usec"] / beats}
+        result["steady"] |= {"redis_cpu_usec_per_heartbeat": 1e6 * used["cpu_secs"] / beats}
+        result["steady"] |= {"redis_cpu_share": used["cpu_secs"] / elapsed, "client_cpu_share": client_cpu / elapsed}
+        result["steady"] |= {"client_cpu_usec_per_heartbeat": 1e6 * client_cpu / beats}
 
         # 3. idle sweeps: the standing cost of W sweepers with nobody expiring.
         async def idle_sweeps(store: RedisStore, until: float) -> int:
@@ -129,29 +109,23 @@ class Presence(h.Harness):
                 sweeps += 1
             return sweeps
 
-        before, until = await self.redis_counters(), time.perf_counter() + args.seconds
+        before, until = await self.redis_used(), time.perf_counter() + args.seconds
         sweeps = sum(await asyncio.gather(*(idle_sweeps(store, until) for store in stores)))
-        used = await self.used(before)
-        result["idle_sweeps"] = {
-            "sweeps": sweeps,
-            "sweep_secs": sweep_secs,
-            "redis_script_usec_per_sweep": used["script_usec"] / max(1, used["script_calls"]),
-            "redis_cpu_share": used["cpu_secs"] / args.seconds,
-        }
+        used = await self.redis_used(before)
+        result["idle_sweeps"] = {"sweeps": sweeps, "sweep_secs": sweep_secs}
+        result["idle_sweeps"]["redis_script_usec_per_sweep"] = used["script_usec"] / max(1, used["script_calls"])
+        result["idle_sweeps"]["redis_cpu_share"] = used["cpu_secs"] / args.seconds
 
-        # 4. offline lag: one last heartbeat for everyone, then silence.
-        last_beat = time.time()
+        # 4. offline lag: one last heartbeat for everyone, then silence. The services' own publishing (bounded
+        # concurrency, through realtime.apublish), timed per event.
+        last_beat, lags, taken_by, done = time.time(), [], [0] * args.workers, asyncio.Event()
         await asyncio.gather(*(store.abeat(share, last_beat) for store, share in workers))
-        lags: list[float] = []
-        taken_by = [0] * args.workers
-        done = asyncio.Event()
         real_apublish = services.apublish
 
         async def timed_apublish(topic: str, event_type: str, data: dict[str, Any]) -> None:
             await real_apublish(topic, event_type, data)
             lags.append(time.time() - (data["last_seen"] + args.offline_after))
 
-        # The services' own publishing (bounded concurrency, through realtime.apublish), timed per event.
         services.apublish = timed_apublish
 
         async def sweeper(index: int, store: RedisStore) -> None:
@@ -165,16 +139,10 @@ class Presence(h.Harness):
 
         await asyncio.wait_for(asyncio.gather(*(sweeper(i, s) for i, s in enumerate(stores))), self.remaining())
         assert len(lags) == args.members, "each member offline exactly once"
-        lag = h.percentiles(lags, (50, 99))
-        result["offline_lag"] = {
-            "members": args.members,
-            "offline_after_secs": args.offline_after,
-            "sweep_secs": sweep_secs,
-            **{f"lag_{key}_secs": value for key, value in lag.items()},
-            "lag_min_secs": min(lags),
-            "all_offline_after_last_beat_secs": max(lags) + args.offline_after,
-            "taken_by_worker": taken_by,
-        }
+        lag = {f"lag_{key}_secs": value for key, value in h.percentiles(lags, (50, 99)).items()}
+        result["offline_lag"] = {"members": args.members, "offline_after_secs": args.offline_after, **lag}
+        result["offline_lag"] |= {"sweep_secs": sweep_secs, "lag_min_secs": min(lags), "taken_by_worker": taken_by}
+        result["offline_lag"]["all_offline_after_last_beat_secs"] = max(lags) + args.offline_after
         for store in stores:
             await store.aclose()
         await self.admin.aclose()
@@ -186,30 +154,22 @@ class Presence(h.Harness):
 def render(result: dict[str, Any]) -> str:
     steady, idle, lag, burst = result["steady"], result["idle_sweeps"], result["offline_lag"], result["burst"]
     return "\n".join(
-        h.table(
-            [
-                ("members online / workers", f"{result['members']:,} / {result['workers']}"),
-                (
-                    "burst: all online at once",
-                    f"{burst['secs'] * 1000:.0f} ms ({burst['transitions_per_sec']:,.0f} /s)",
-                ),
-                ("steady heartbeats processed", f"{steady['heartbeats_per_sec']:,.0f} /s"),
-                ("Redis script time per heartbeat", f"{steady['redis_script_usec_per_heartbeat']:.2f} us"),
-                ("Redis CPU per heartbeat", f"{steady['redis_cpu_usec_per_heartbeat']:.2f} us"),
-                ("client CPU per heartbeat", f"{steady['client_cpu_usec_per_heartbeat']:.2f} us"),
-                (
-                    "Redis / client CPU while beating",
-                    f"{steady['redis_cpu_share']:.0%} / {steady['client_cpu_share']:.0%}",
-                ),
-                ("idle sweep (nobody expiring)", f"{idle['redis_script_usec_per_sweep']:.1f} us of Redis per sweep"),
-                (
-                    "offline lag past the threshold",
-                    f"p50 {lag['lag_p50_secs'] * 1000:.0f} ms, p99 {lag['lag_p99_secs'] * 1000:.0f} ms, "
-                    f"max {lag['lag_max_secs'] * 1000:.0f} ms",
-                ),
-                ("taken offline per worker", ", ".join(f"{n:,}" for n in lag["taken_by_worker"])),
-            ]
-        )
+        [
+            "| measure | value |",
+            "| --- | --- |",
+            f"| members online / workers | {result['members']:,} / {result['workers']} |",
+            f"| burst: all online at once | {burst['secs'] * 1000:.0f} ms ({burst['transitions_per_sec']:,.0f} /s) |",
+            f"| steady heartbeats processed | {steady['heartbeats_per_sec']:,.0f} /s |",
+            f"| Redis script time per heartbeat | {steady['redis_script_usec_per_heartbeat']:.2f} us |",
+            f"| Redis CPU per heartbeat | {steady['redis_cpu_usec_per_heartbeat']:.2f} us |",
+            f"| client CPU per heartbeat | {steady['client_cpu_usec_per_heartbeat']:.2f} us |",
+            f"| Redis / client CPU while beating | {steady['redis_cpu_share']:.0%} / "
+            f"{steady['client_cpu_share']:.0%} |",
+            f"| idle sweep (nobody expiring) | {idle['redis_script_usec_per_sweep']:.1f} us of Redis per sweep |",
+            f"| offline lag past the threshold | p50 {lag['lag_p50_secs'] * 1000:.0f} ms, p99 "
+            f"{lag['lag_p99_secs'] * 1000:.0f} ms, max {lag['lag_max_secs'] * 1000:.0f} ms |",
+            f"| taken offline per worker | {', '.join(f'{n:,}' for n in lag['taken_by_worker'])} |",
+        ]
     )
 
 

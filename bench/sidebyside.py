@@ -123,27 +123,16 @@ class SideBySide(h.Harness):
     async def measure(self) -> dict[str, Any]:
         args = self.args
         count = args.subscribers[0]
-        await self.start_servers(args.workers)
+        await self.start_site(args.workers)
         await self.warm_up(streams=True)
-        shares = self.spread(self.workers, count, args.clients, args.sources)
-        await self.start_clients(shares, self.stream_request([TOPIC]).encode())
-        await asyncio.sleep(args.settle)
-        self.check_alive()
-        baseline = self.snapshot()
         result: dict[str, Any] = {"code": self.report["code"], "started": time.time()}
-        print(f"[{self.target}] opening {count} streams ...", file=sys.stderr)
-        result["connect"] = self.connect_summary(await self.connect(30 + count / 50), count)
-        await asyncio.sleep(args.settle)
+        shares = self.spread(self.workers, count, args.clients, args.sources)
+        result["connect"], samples = await self.open_streams(shares, self.stream_request([TOPIC]))
         result["quiet_after_connect_s"] = await self.quiet()
-        self.check_alive()
-        after = self.snapshot()
-        stats = await self.stats()
+        baseline, after, stats = samples["baseline"], self.snapshot(), await self.stats()
         result["memory"] = [h.memory_row(w.name, stats[w.name]["connections"], baseline, after) for w in self.workers]
         result["connect_cpu"] = h.cpu_deltas(baseline, after)
-        result["connect_cpu_wall_s"] = after["bench"]["time"] - baseline["bench"]["time"]
-        if not (held := result["connect"]["held"]):
-            raise h.BenchError(f"no stream connected: {result['connect']['errors']}")
-        result["latency"], result["ladders"] = [], {}
+        held, result["latency"], result["ladders"] = result["connect"]["held"], [], {}
         for count in sorted(set(args.subscribers) | set(args.ladder_at), reverse=True):
             if count < held:
                 held = await self.trim(count)
@@ -192,7 +181,7 @@ class SideBySide(h.Harness):
         delivered["resets"] -= sum(status["resets"] for status in before)
         start, end = measured["before_publish"], measured["after_publish"]
         cpu = h.cpu_deltas(start, end)
-        workers = sum(value for name, value in cpu.items() if name.startswith("w"))
+        workers = h.worker_cpu(cpu)
         publish = measured["publish"]
         row = {key: publish[key] for key in ("rate_achieved", "accepted", "statuses", "post_latency_s")}
         row |= {"kind": kind, "subscribers": held, "events": events, "rate_target": rate}
@@ -200,7 +189,7 @@ class SideBySide(h.Harness):
             "deliveries": {key: value for key, value in delivered.items() if key != "per_event"},
             "per_event_completion_s": [event["completion_s"] for event in delivered["per_event"]],
             "cpu": cpu,
-            "wall_s": end["bench"]["time"] - start["bench"]["time"],
+            "wall_s": cpu["wall_s"],
             "worker_cpu_per_delivery_us": workers / delivered["received"] * 1e6 if delivered["received"] else None,
             "worker_stats": measured["stats"],
             "loadavg_end": measured["loadavg_end"],
@@ -233,9 +222,6 @@ class SideBySide(h.Harness):
         return rows
 
 
-# -- output ----------------------------------------------------------------------------------------------
-
-
 def idle_summary(target: dict[str, Any]) -> dict[str, Any]:
     """Totals over the workers: streams, memory per stream (KiB) and per GiB, fds, worker CPU per stream opened."""
     rows = target["memory"]
@@ -244,7 +230,7 @@ def idle_summary(target: dict[str, Any]) -> dict[str, Any]:
     for kind in ("rss", "uss", "pss"):
         per = sum(row[f"{kind}_kb"][1] - row[f"{kind}_kb"][0] for row in rows) / streams if streams else None
         summary[f"{kind}_per_stream_kb"], summary[f"{kind}_per_gib"] = per, 1024 * 1024 / per if per else None
-    workers = sum(value for name, value in target["connect_cpu"].items() if name.startswith("w"))
+    workers = h.worker_cpu(target["connect_cpu"])
     summary["worker_cpu_per_connect_ms"] = workers / streams * 1000 if streams else None
     return summary
 
