@@ -193,16 +193,16 @@ class Dispatch(h.Harness):
         result = await self.send_paced(posts, rate / args.batch, connections, send, give_up=give_up, size=size)
         del result["sent_at"]  # per POST; per event: self.sent_at
         sent = sum(len(seqs(post)) for post in range(result["sent"]))
-        first = result["first_sent"]
-        return result | {
+        result |= {
             "rate_target": rate,
             "events": count,
             "sent": sent,
             "not_sent": count - sent,
             "posts": result["sent"],
-            # Over the step's length at least: batches are sent at intervals, the last one before the step ends.
-            "accepted_per_s": result["accepted"] / max(args.step_secs, result["last_answer"] - first),
         }
+        # Over the step's length at least: batches are sent at intervals, the last one before the step ends.
+        window = max(args.step_secs, result["last_answer"] - result["first_sent"])
+        return result | {"accepted_per_s": result["accepted"] / window}
 
     async def main(self) -> dict[str, Any]:
         args, report, plan = self.args, self.report, self.plan
@@ -291,36 +291,24 @@ class Dispatch(h.Harness):
         messages = sum(counters[name]["received_messages"] for name in receivers)
         worker_events = sum(counters[name]["received_events"] for name in receivers)
         bound = sum(plan.hosts(targets[offset]) for offset in accepted)
-        return {
-            **step,
-            "accepted_events": len(accepted),
-            "shared_events": sum(1 for offset in accepted if targets[offset] >= plan.connections),
-            "expected_deliveries": sum(expected.values()),
-            "received_deliveries": received,
-            "lost": sum(expected.values()) - received,
-            "over_delivered": sum(max(0, counts[offset] - expected.get(offset, 0)) for offset in range(count)),
-            "events_complete": len(complete),
-            "window_s": window,
-            "delivered_events_per_s": len(complete) / window,
-            "deliveries_per_s": received / window,
-            "latency_from_sent_s": h.percentiles(last[i] - self.sent_at[first_seq + i] for i in complete),
-            "latency_from_published_s": h.percentiles(last[i] - published_at[i] for i in complete if published_at[i]),
-            "channel_layer": {
-                "published": published,
-                "send_kind": "worker messages" if per_worker else "group sends",
-                "sends": sends,
-                "rounds": dispatch.get("dispatch_lookups"),
-                "messages": messages,
-                "worker_events": worker_events,
-                "bound": bound,
-                "messages_per_event": messages / published if published else None,
-                "bound_per_event": bound / len(accepted) if accepted else None,
-                "events_per_send": published / sends if sends else None,
-                "within_bound": messages <= bound,
-                "worker_events_equal_bound": worker_events == bound,
-                "stray_events": sum(counters[name]["stray_events"] for name in receivers),
-            },
-        }
+        result = {**step, "accepted_events": len(accepted), "received_deliveries": received, "window_s": window}
+        result["shared_events"] = sum(1 for offset in accepted if targets[offset] >= plan.connections)
+        result |= {"expected_deliveries": sum(expected.values()), "lost": sum(expected.values()) - received}
+        result["over_delivered"] = sum(max(0, counts[offset] - expected.get(offset, 0)) for offset in range(count))
+        result |= {"events_complete": len(complete), "delivered_events_per_s": len(complete) / window}
+        result["deliveries_per_s"] = received / window
+        result["latency_from_sent_s"] = h.percentiles(last[i] - self.sent_at[first_seq + i] for i in complete)
+        result["latency_from_published_s"] = h.percentiles(
+            last[i] - published_at[i] for i in complete if published_at[i]
+        )
+        layer = {"published": published, "send_kind": "worker messages" if per_worker else "group sends"}
+        layer |= {"sends": sends, "rounds": dispatch.get("dispatch_lookups"), "messages": messages, "bound": bound}
+        layer |= {"worker_events": worker_events, "messages_per_event": messages / published if published else None}
+        layer["bound_per_event"] = bound / len(accepted) if accepted else None
+        layer["events_per_send"] = published / sends if sends else None
+        layer |= {"within_bound": messages <= bound, "worker_events_equal_bound": worker_events == bound}
+        layer["stray_events"] = sum(counters[name]["stray_events"] for name in receivers)
+        return result | {"channel_layer": layer}
 
 
 def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -325,30 +325,23 @@ def analyse(raw: dict[str, Any], likes: dict[str, Any], held: int, final_total: 
         covered_ok += sum(events[index]["covered"] for index in set(sequence)) == final_total
         rising_ok += all(a < b for a, b in itertools.pairwise(counts))
     received = sum(len(event["times"]) for event in events) - duplicates
-    return {
-        "events": len(events),
-        "likes_accepted": likes["accepted"],
-        "final_total": final_total,
-        "covered_total": sum(event["covered"] for event in events),
-        "likes_announced": announced,
-        "events_per_viewer": {"min": min(map(len, per_viewer), default=0), "max": max(map(len, per_viewer), default=0)},
-        "viewers_last_count_ok": last_ok,
-        "viewers_covered_ok": covered_ok,
-        "viewers_counts_rising": rising_ok,
-        "deliveries_expected": held * len(events),
-        "deliveries_received": received,
-        "deliveries_lost": held * len(events) - received,
-        "duplicates": duplicates,
-        "like_to_viewer_s": h.percentiles(like_latency),
-        "like_to_viewer_samples": len(like_latency),
-        "published_at_to_viewer_s": h.percentiles(delivery),
-        "first_like_to_published_at_s": h.percentiles(window),
-        "first_like_to_last_viewer_s": h.percentiles(completion),
-        "per_event": [
-            {k: v for k, v in events[i].items() if k != "times"} | {"receivers": len(events[i]["times"])}
-            for i in by_count
-        ],
+    result = {"events": len(events), "likes_accepted": likes["accepted"], "final_total": final_total}
+    result |= {"covered_total": sum(event["covered"] for event in events), "likes_announced": announced}
+    result["events_per_viewer"] = {
+        "min": min(map(len, per_viewer), default=0),
+        "max": max(map(len, per_viewer), default=0),
     }
+    result |= {"viewers_last_count_ok": last_ok, "viewers_covered_ok": covered_ok, "viewers_counts_rising": rising_ok}
+    result |= {"deliveries_expected": held * len(events), "deliveries_received": received, "duplicates": duplicates}
+    result["deliveries_lost"] = held * len(events) - received
+    result |= {"like_to_viewer_s": h.percentiles(like_latency), "like_to_viewer_samples": len(like_latency)}
+    result["published_at_to_viewer_s"] = h.percentiles(delivery)
+    result["first_like_to_published_at_s"] = h.percentiles(window)
+    result["first_like_to_last_viewer_s"] = h.percentiles(completion)
+    result["per_event"] = [
+        {k: v for k, v in events[i].items() if k != "times"} | {"receivers": len(events[i]["times"])} for i in by_count
+    ]
+    return result
 
 
 def render(report: dict[str, Any]) -> str:
