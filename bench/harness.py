@@ -361,8 +361,8 @@ def summarise_profile(path: Path, top: int = 15, *, main_thread_only: bool = Tru
 
 
 def render_profile(summary: dict[str, Any]) -> str:
-    where = "main thread" if summary.get("main_thread_only") else "all threads"
-    lines = [f"{summary['samples']} samples of the {where} (samples per thread: {summary.get('threads')})"]
+    where = "the main thread" if summary.get("main_thread_only") else "all threads"
+    lines = [f"{summary['samples']} samples of {where} (samples per thread: {summary.get('threads')})"]
     for kind in ("self", "inclusive"):
         lines += [f"  top {kind}:", *(f"    {share * 100:5.1f}%  {n:6d}  {name}" for name, n, share in summary[kind])]
     return "\n".join(lines)
