@@ -667,7 +667,8 @@ class Harness:
         await asyncio.sleep(self.args.settle)
         self.check_alive()
         samples, requested = {"baseline": self.snapshot()}, sum(map(len, shares))
-        print(f"opening {requested:,} streams over {len(self.workers)} workers ...", file=sys.stderr)
+        workers = len({target[0] for share in shares for target in share})
+        print(f"opening {requested:,} streams over {workers} workers ...", file=sys.stderr)
         results = await self.connect(config.get("connect_timeout", 30) + requested / 50, progress)
         if not (connect := self.connect_summary(results, requested))["held"]:
             raise BenchError(f"no stream connected: {connect['errors']}")
