@@ -1,37 +1,22 @@
-"""The load client: one process holding many SSE streams cheaply, driven by the benchmark over a pipe.
+"""The SSE readers: one client process holds many streams cheaply, driven by bench/harness.py over a pipe.
 
-Raw asyncio (a Protocol per stream, no task, no StreamReader, no httpx), uvloop when installed. Each stream
-is a socket bound to a source address 127.0.0.x with IP_BIND_ADDRESS_NO_PORT (the port is picked at
-connect, per destination, so one source address is not capped at ~28,000 ports over all workers), then
-the configured request (`GET /realtime/connect?topics=...` for livesite, `GET /events/?channel=...` for
-django-eventstream) over HTTP/1.1, parsed as chunked transfer encoding and SSE frames.
-
-A stream counts as held at livesite's `connected` frame (ready_on="connected"), or, for a server without
-such a frame (django-eventstream opens with a padding comment and `event: stream-open`), once the headers
-and the first body bytes arrived (ready_on="first-bytes"). Benchmark events are frames of type
-`bench.tick` whose JSON holds `seq` and `sent_at` either in livesite's envelope (`{"id", ..., "data":
-{"seq", "sent_at"}, "published_at"}`) or flat (`{"seq", "sent_at", "published_at"}`, the peer's).
-
-Every delivery of a benchmark event is recorded as (receive time - the event's send time) and (receive
-time - its `published_at`). All streams receive the same bytes for an event (or for the several events
-a worker writes as one chunk), so the parsed result of a chunk is cached by its bytes: after the first
-stream, a delivery costs one dict lookup.
-
-Frames of the event types listed in config["watch_types"] (optional) are recorded per stream as they
-are, for benchmarks whose events are not the publisher's own `bench.tick` ones (e.g. coalesced
-`like.created`): each distinct event id once (type, data) with every stream's receive time, and per stream
-the ids in the order received. The parent side of a client process is `ClientProcess`.
-
-It says ("ready", pid) once started, then waits for ("connect",) and answers ("connected", {...}) when every
-stream is open or has failed. Then commands, each answered on the pipe: ("expect", events) -> ("ok",) (also
-starts a new measurement: counters and latencies from before are dropped); ("status",) -> ("status", {...});
-("result",) -> ("result", {...}) and carry on; ("trim", {port: keep}) -> ("trimmed", open streams) after
-closing all but the first `keep` streams to each port (closed on purpose: not counted as lost); ("stop",) ->
-("result", {...}), then the process closes every stream and exits. It also exits by itself at its deadline.
+Raw asyncio (a Protocol per stream, no task), uvloop when installed. Each stream is a socket bound to a source address
+127.0.0.x with IP_BIND_ADDRESS_NO_PORT (the port is picked per destination at connect, so one source address is not
+capped at ~28,000 ports over all workers), then an HTTP/1.1 request (config["request"], or per target: targets are
+(port, source[, request])), parsed as chunked encoding and SSE frames. A stream is held at livesite's `connected`
+frame, or with ready_on="first-bytes" (django-eventstream has no such frame) once body bytes arrived. `bench.tick`
+events carry `seq` and `sent_at` in livesite's envelope or flat (the peer's); each delivery is timed from `sent_at`
+and from `published_at`. A broadcast sends every stream the same bytes, so a chunk's parse is cached by its bytes.
+Frames of config["watch_types"] are kept as they are (each event once with every stream's receive time, and per
+stream the order received). Protocol: ("ready", pid); ("connect",) -> ("connected", {...}); then ("expect", n) ->
+("ok",) (a new measurement of seq 0..n-1), ("status",), ("result",), ("trim", {port: keep}) -> ("trimmed", open)
+(all but the first `keep` streams to each port closed on purpose), ("stop",) -> ("result", {...}) and exit. It
+also exits at config["deadline"] (wall clock) and when the parent dies (PR_SET_PDEATHSIG).
 """
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -43,71 +28,62 @@ from array import array
 from collections import Counter
 from typing import Any
 
-from bench.procs import die_with_parent, raise_nofile_limit
-
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 TICK = b"bench.tick"
+CACHE_LIMIT = 20_000  # parsed chunks kept: plenty for broadcasts, bounded for one-stream topics
 _now = time.time
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when the process that started it dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (the hard one cannot be raised here)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 class Stream(asyncio.Protocol):
     """One SSE stream. Parses chunked encoding and frames; hands benchmark events to its Client."""
 
-    __slots__ = (
-        "chunked",
-        "client",
-        "closed_on_purpose",
-        "connection_id",
-        "headers_done",
-        "port",
-        "raw",
-        "ready",
-        "seen",
-        "sse",
-        "transport",
-    )
+    __slots__ = ("chunked", "client", "closed_on_purpose", "headers_done", "port", "raw", "ready", "request")
+    __slots__ += ("seen", "sse", "transport")
 
-    def __init__(self, client: "Client", ready: asyncio.Future, port: int = 0) -> None:
-        self.client = client
-        self.port = port
-        self.closed_on_purpose = False
-        self.ready: asyncio.Future | None = ready
+    def __init__(self, client: "Client", ready: asyncio.Future, port: int, request: bytes) -> None:
+        self.client, self.ready, self.port, self.request = client, ready, port, request
+        self.closed_on_purpose = self.headers_done = self.chunked = False
         self.transport: asyncio.Transport | None = None
-        self.raw = b""
-        self.sse = b""
-        self.headers_done = False
-        self.chunked = False
-        self.connection_id = ""
+        self.raw = self.sse = b""
         self.seen: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.write(self.client.request)  # type: ignore[attr-defined]
+        transport.write(self.request)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        client = self.client
         if self.ready is not None:
             if not self.ready.done():
                 self.ready.set_exception(ConnectionError(f"closed before 'connected': {exc!r}"))
-            return
-        if self.closed_on_purpose:
-            return
-        client.open_streams -= 1
-        client.lost_streams += 1
+        elif not self.closed_on_purpose:
+            self.client.open_streams -= 1
+            self.client.lost_streams += 1
 
     def data_received(self, data: bytes) -> None:
         now = _now()
-        client = self.client
         if not self.raw:
-            seqs = client.cache.get(data)
+            seqs = self.client.cache.get(data)
             if seqs is not None:
                 for seq in seqs:
-                    client.record(self, seq, now)
+                    self.client.record(self, seq, now)
                 return
             whole = self.headers_done
         else:
-            data = self.raw + data
-            whole = False
+            data, whole = self.raw + data, False
         self.raw = b""
         self._parse(data, now, whole)
 
@@ -120,8 +96,7 @@ class Stream(asyncio.Protocol):
                 return
             head = raw[:end].lower()
             if not head.startswith((b"http/1.1 200", b"http/1.0 200")):
-                status_line = raw[:end].split(b"\r\n", 1)[0].decode("latin-1")
-                self._fail(f"status {status_line!r}")
+                self._fail("status " + repr(raw[:end].partition(b"\r")[0].decode("latin-1")))
                 return
             self.chunked = b"transfer-encoding: chunked" in head
             self.headers_done = True
@@ -138,18 +113,14 @@ class Stream(asyncio.Protocol):
                 size = int(raw[pos:eol].split(b";", 1)[0], 16)
                 if length < eol + size + 4:
                     break
-                payload = raw[eol + 2 : eol + 2 + size]
-                pos = eol + size + 4
+                payload, pos = raw[eol + 2 : eol + 2 + size], eol + size + 4
                 if size == 0:
                     self.transport.close()
                     return
             else:
                 payload, pos = raw[pos:], length
             sse = self.sse + payload if self.sse else payload
-            while True:
-                end = sse.find(b"\n\n")
-                if end < 0:
-                    break
+            while (end := sse.find(b"\n\n")) >= 0:
                 seq = self._frame(sse[:end], now)
                 if seq is None:
                     seqs = None
@@ -159,7 +130,9 @@ class Stream(asyncio.Protocol):
             self.sse = sse
         self.raw = raw[pos:]
         if whole and seqs and not self.raw and not self.sse:
-            # Whole chunks of benchmark frames only: every other stream gets these same bytes.
+            # Whole chunks of benchmark frames only: other streams of the topic get these same bytes.
+            if len(self.client.cache) >= CACHE_LIMIT:
+                self.client.cache.clear()
             self.client.cache[raw] = tuple(seqs)
 
     def _frame(self, frame: bytes, now: float) -> int | None:
@@ -180,18 +153,15 @@ class Stream(asyncio.Protocol):
             client.record(self, seq, now)
             return seq
         if event == b"connected":
-            self.connection_id = json.loads(data)["connection_id"]
             if self.ready is not None and not self.ready.done():
                 self.ready.set_result(now)
         elif event in (b"reset", b"stream-reset", b"stream-error"):
             client.resets += 1
         elif event == b"keep-alive":
-            client.comments += 1  # the peer's keep-alive, `event: keep-alive` with empty data
-        elif event == b"stream-open":
-            pass  # the peer's first frame
+            client.comments += 1  # the peer's keep-alive: `event: keep-alive`, empty data
         elif event in client.watch_types:
             client.watch(self, event_id, event, data, now)
-        elif data:
+        elif data and event != b"stream-open":  # stream-open: the peer's first frame
             client.other_frames += 1
         return None
 
@@ -202,57 +172,34 @@ class Stream(asyncio.Protocol):
 
 
 class Client:
+    """Every stream of one process, and what they received."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.request = config["request"]
         self.ready_on_first_bytes = config.get("ready_on", "connected") == "first-bytes"
         self.streams: list[Stream] = []
-        self.open_streams = 0
-        self.lost_streams = 0
+        self.open_streams = self.lost_streams = 0
         self.errors: Counter[str] = Counter()
         self.connect_secs = array("d")
-        self.cache: dict[bytes, tuple[int, ...]] = {}
-        self.ids: dict[bytes, int] = {}
-        self.events = 0
-        self.sent_at = array("d")
-        self.published_at = array("d")
-        self.counts: list[int] = []
-        self.first = array("d")
-        self.last = array("d")
-        self.lat_sent = array("d")
-        self.lat_published = array("d")
-        self.received = 0
-        self.duplicates = 0
-        self.unknown = 0
-        self.comments = 0
-        self.resets = 0
-        self.other_frames = 0
-        # Watched event types (config["watch_types"], optional): see the module docstring.
-        self.watch_types = frozenset(t.encode() if isinstance(t, str) else t for t in config.get("watch_types", ()))
+        self.comments = self.resets = self.other_frames = 0
+        self.watch_types = frozenset(t.encode() for t in config.get("watch_types", ()))
         self.watched_index: dict[bytes, int] = {}
         self.watched_events: list[tuple[str, str, str]] = []
         self.watched_times: list[array] = []
         self.watched_logs: dict[Stream, list[int]] = {}
         self.watched_received = 0
-
-    # -- connecting -------------------------------------------------------------------------------
+        self.expect(0)
 
     async def open_all(self) -> dict[str, Any]:
         targets = self.config["targets"]
         gate = asyncio.Semaphore(self.config["concurrency"])
         started = _now()
-        await asyncio.gather(*(self._open(port, source, gate) for port, source in targets))
-        ended = _now()
-        return {
-            "held": self.open_streams,
-            "failed": len(targets) - self.open_streams,
-            "errors": dict(self.errors),
-            "started": started,
-            "ended": ended,
-            "connect_secs": self.connect_secs.tobytes(),
-        }
+        await asyncio.gather(*(self._open(target, gate) for target in targets))
+        result = {"held": self.open_streams, "failed": len(targets) - self.open_streams, "errors": dict(self.errors)}
+        return result | {"started": started, "ended": _now(), "connect_secs": self.connect_secs.tobytes()}
 
-    async def _open(self, port: int, source: str, gate: asyncio.Semaphore) -> None:
+    async def _open(self, target: tuple, gate: asyncio.Semaphore) -> None:
+        port, source, request = (*target, self.config["request"])[:3]
         loop = asyncio.get_running_loop()
         timeout = self.config["connect_timeout"]
         async with gate:
@@ -267,39 +214,29 @@ class Client:
                 sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((source, 0))
                 await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
-                ready = loop.create_future()
-                stream = Stream(self, ready, port)
+                stream = Stream(self, loop.create_future(), port, request)
                 transport, _ = await loop.create_connection(lambda: stream, sock=sock)
-                connected_at = await asyncio.wait_for(ready, timeout)
+                connected_at = await asyncio.wait_for(stream.ready, timeout)
             except (OSError, TimeoutError, ConnectionError) as exc:
-                self.errors[_describe(exc)] += 1
-                if transport is not None:
-                    transport.close()
-                else:
-                    sock.close()
+                errno = getattr(exc, "errno", None)
+                self.errors[f"{type(exc).__name__}({os.strerror(errno)})" if errno else repr(exc)[:120]] += 1
+                (sock if transport is None else transport).close()
                 return
             stream.ready = None
             self.streams.append(stream)
             self.open_streams += 1
             self.connect_secs.append(connected_at - started)
 
-    # -- recording --------------------------------------------------------------------------------
-
     def expect(self, events: int) -> None:
-        """Prepare to record `events` benchmark events (seq 0..events-1) on every stream, from zero."""
+        """Record `events` benchmark events (seq 0..events-1) on every stream, from zero."""
         self.events = events
-        self.cache = {}
-        self.ids = {}
-        self.lat_sent = array("d")
-        self.lat_published = array("d")
-        self.received = 0
-        self.duplicates = 0
-        self.unknown = 0
-        self.sent_at = array("d", bytes(8 * events))
-        self.published_at = array("d", bytes(8 * events))
+        self.cache: dict[bytes, tuple[int, ...]] = {}
+        self.ids: dict[bytes, int] = {}
+        self.lat_sent, self.lat_published = array("d"), array("d")
+        self.received = self.duplicates = self.unknown = 0
+        self.sent_at, self.published_at = array("d", bytes(8 * events)), array("d", bytes(8 * events))
+        self.first, self.last = array("d", bytes(8 * events)), array("d", bytes(8 * events))
         self.counts = [0] * events
-        self.first = array("d", bytes(8 * events))
-        self.last = array("d", bytes(8 * events))
         # Duplicate detection: one byte per (stream, event), while that stays small.
         if events * len(self.streams) <= 64_000_000:
             for stream in self.streams:
@@ -338,7 +275,6 @@ class Client:
         self.received += 1
 
     def watch(self, stream: Stream, event_id: bytes, event: bytes, data: bytes, now: float) -> None:
-        """Record one frame of a watched type: its receive time, and its place in the stream's sequence."""
         index = self.watched_index.get(event_id)
         if index is None:
             index = self.watched_index[event_id] = len(self.watched_events)
@@ -349,46 +285,25 @@ class Client:
         self.watched_received += 1
 
     def status(self) -> dict[str, Any]:
-        status = {
-            "received": self.received,
-            "open": self.open_streams,
-            "lost": self.lost_streams,
-            "duplicates": self.duplicates,
-            "resets": self.resets,
-        }
+        status = {"received": self.received, "open": self.open_streams, "lost": self.lost_streams}
+        status |= {"duplicates": self.duplicates, "resets": self.resets}
         if self.watch_types:
             status["watched_received"] = self.watched_received
-            status["watched_events"] = [
-                (*event, len(times)) for event, times in zip(self.watched_events, self.watched_times, strict=True)
-            ]
+            pairs = zip(self.watched_events, self.watched_times, strict=True)
+            status["watched_events"] = [(*event, len(times)) for event, times in pairs]
         return status
 
     def result(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {
-            **self.status(),
-            "counts": self.counts,
-            "first": self.first.tobytes(),
-            "last": self.last.tobytes(),
-            "lat_sent": self.lat_sent.tobytes(),
-            "lat_published": self.lat_published.tobytes(),
-            "unknown": self.unknown,
-            "comments": self.comments,
-            "other_frames": self.other_frames,
-            "max_rss_kb": usage.ru_maxrss,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-            **self.watched_result(),
-        }
-
-    def watched_result(self) -> dict[str, Any]:
-        """Watched events: (id, type, data) each, their receive times, and per held stream its sequence."""
-        if not self.watch_types:
-            return {}
-        return {
-            "watched_events": self.watched_events,
-            "watched_times": [times.tobytes() for times in self.watched_times],
-            "watched_per_stream": [self.watched_logs.get(stream, []) for stream in self.streams],
-        }
+        arrays = ("first", "last", "lat_sent", "lat_published", "published_at")
+        result = {**self.status(), "counts": self.counts, **{key: getattr(self, key).tobytes() for key in arrays}}
+        result |= {"unknown": self.unknown, "comments": self.comments, "other_frames": self.other_frames}
+        result |= {"max_rss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
+        if self.watch_types:
+            result["watched_events"] = self.watched_events
+            result["watched_times"] = [times.tobytes() for times in self.watched_times]
+            result["watched_per_stream"] = [self.watched_logs.get(stream, []) for stream in self.streams]
+        return result
 
     def trim(self, keep: dict[int, int]) -> int:
         """Close all but the first keep[port] streams to each port (on purpose: not counted as lost)."""
@@ -406,24 +321,13 @@ class Client:
         self.streams = kept
         return self.open_streams
 
-    def close_all(self) -> None:
-        for stream in self.streams:
-            if stream.transport is not None:
-                stream.transport.close()
-
-
-def _describe(exc: BaseException) -> str:
-    errno = getattr(exc, "errno", None)
-    return f"{type(exc).__name__}({os.strerror(errno)})" if errno else f"{type(exc).__name__}: {exc}"[:120]
-
 
 async def _serve(pipe: Any, config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple] = asyncio.Queue()
 
     def read_commands() -> None:
-        # A thread, not loop.add_reader: uvloop (libuv) would make the pipe non-blocking, and a large
-        # pipe.send() would then fail half-way.
+        # A thread, not loop.add_reader: uvloop would make the pipe non-blocking and a large send() would fail.
         while True:
             try:
                 command = pipe.recv()
@@ -436,43 +340,54 @@ async def _serve(pipe: Any, config: dict[str, Any]) -> None:
     client = Client(config)
     threading.Thread(target=read_commands, name="commands", daemon=True).start()
     try:
-        # Started early (so the workers' baseline memory is read with this process alive: PSS divides
-        # shared pages by their users); connects only when told to.
+        # Started early (the workers' baseline memory is read with this process alive); connects when told.
         pipe.send(("ready", os.getpid()))
         command = await asyncio.wait_for(commands.get(), max(0.0, config["deadline"] - _now()))
         if command[0] != "connect":
             return
         pipe.send(("connected", await client.open_all()))
-        while True:
-            remaining = config["deadline"] - _now()
-            if remaining <= 0:
-                break
+        while (remaining := config["deadline"] - _now()) > 0:
             try:
                 command = await asyncio.wait_for(commands.get(), remaining)
             except TimeoutError:
                 break
-            if command[0] == "expect":
+            kind = command[0]
+            if kind == "expect":
                 client.expect(command[1])
                 pipe.send(("ok",))
-            elif command[0] == "status":
-                pipe.send(("status", client.status()))
-            elif command[0] == "result":
-                pipe.send(("result", client.result()))
-            elif command[0] == "trim":
+            elif kind in ("status", "result"):
+                pipe.send((kind, getattr(client, kind)()))
+            elif kind == "trim":
                 pipe.send(("trimmed", client.trim(command[1])))
-            elif command[0] == "stop":
+            elif kind == "stop":
                 if len(command) == 1:
                     pipe.send(("result", client.result()))
                 break
     finally:
-        client.close_all()
+        for stream in client.streams:
+            if stream.transport is not None:
+                stream.transport.close()
         await asyncio.sleep(0.2)
+
+
+def main(pipe: Any, config: dict[str, Any]) -> None:
+    """Entry point of a client process (multiprocessing target)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us by PID
+    raise_nofile_limit()
+    runner: Any = asyncio.run
+    if config.get("uvloop", True):
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            runner = uvloop.run
+    runner(_serve(pipe, config))
 
 
 class ClientProcess:
     """The parent's side of one client process: started with `config`, driven over its pipe from asyncio."""
 
-    def __init__(self, config: dict[str, Any], name: str = "client") -> None:
+    def __init__(self, config: dict[str, Any], name: str) -> None:
         import multiprocessing  # Imported here: client processes themselves never need it.
 
         context = multiprocessing.get_context("spawn")
@@ -509,9 +424,11 @@ class ClientProcess:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(fileno)
 
-    async def ask(self, command: tuple, timeout: float) -> tuple:
+    async def ask(self, command: tuple, timeout: float) -> Any:
+        """Send `command`; the payload of the answer (None for a bare ("ok",))."""
         self.pipe.send(command)
-        return await self.recv(timeout)
+        reply = await self.recv(timeout)
+        return reply[1] if len(reply) > 1 else None
 
     def stop(self) -> None:
         """Close the pipe (the process then stops by itself) and make sure it is gone, by its PID."""
@@ -523,18 +440,3 @@ class ClientProcess:
             self.process.join(timeout=5)
             if not self.process.is_alive():
                 return
-
-
-def main(pipe: Any, config: dict[str, Any]) -> None:
-    """Entry point of a client process (multiprocessing target)."""
-    die_with_parent()
-    # The parent handles Ctrl-C and stops us by PID.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise_nofile_limit()
-    runner: Any = asyncio.run
-    if config.get("uvloop", True):
-        with contextlib.suppress(ImportError):
-            import uvloop
-
-            runner = uvloop.run
-    runner(_serve(pipe, config))

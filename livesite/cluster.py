@@ -14,8 +14,11 @@ import time
 
 import redis
 
+from livesite import devredis
 
-def _ensure_redis(url: str) -> subprocess.Popen[bytes] | None:
+
+def _ensure_redis(url: str) -> devredis.RedisProcess | None:
+    """Nothing if a Redis answers at `url`; else a redis-server started on its port (loopback, no persistence)."""
     client = redis.Redis.from_url(url)
     try:
         client.ping()
@@ -24,17 +27,10 @@ def _ensure_redis(url: str) -> subprocess.Popen[bytes] | None:
         pass
     port = client.connection_pool.connection_kwargs.get("port", 6379)
     print(f"starting redis-server on port {port}")  # noqa: T201
-    process = subprocess.Popen(  # noqa: S603
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],  # noqa: S607
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(50):
-        try:
-            client.ping()
-            return process
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"redis-server did not start on port {port}")
+    try:
+        return devredis.start(port)
+    except (OSError, RuntimeError) as exc:
+        raise SystemExit(f"redis-server did not start on port {port}: {exc}") from exc
 
 
 def main() -> None:
@@ -69,10 +65,12 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for process in [*workers, *([redis_process] if redis_process else [])]:
+        for process in workers:
             process.terminate()
         for process in workers:
             process.wait(timeout=10)
+        if redis_process is not None:
+            redis_process.stop()
 
 
 if __name__ == "__main__":

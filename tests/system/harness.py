@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from livesite import devredis
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # The production entry point: Daphne's own command line, on uvloop (livesite/serve.py).
@@ -58,29 +60,29 @@ def require_redis_server() -> str:
 
 
 class RedisServer:
-    """A private redis-server on a free port, so tests can stop it without disturbing anything else."""
+    """A private redis-server on a free port (livesite/devredis.py), so tests can stop it without disturbing
+    anything else."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        self.port = devredis.free_port()
+        self.server: devredis.RedisProcess | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.server.process if self.server else None
+
     def start(self) -> "RedisServer":
-        binary = require_redis_server()
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
+        require_redis_server()
+        self.server = devredis.start(self.port)
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        if self.server is not None:
+            self.server.stop()
 
 
 class Worker:

@@ -5,7 +5,7 @@ Configured as django-eventstream's README says for "Multiple instances and scali
 Everything else is left at the library's defaults (no event storage: events are not persisted, like
 livesite's). The project is as lean as Django allows, which favours the peer: no middleware, no database.
 
-Environment (set by bench/procs.py): PEER_REDIS_HOST, PEER_REDIS_PORT, PEER_REDIS_DB, PEER_PUBLISH_SECRET,
+Environment (set by bench/harness.py): PEER_REDIS_HOST, PEER_REDIS_PORT, PEER_REDIS_DB, PEER_PUBLISH_SECRET,
 PEER_SECRET_KEY, PEER_LOG_LEVEL.
 """
 
