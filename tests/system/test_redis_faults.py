@@ -48,6 +48,12 @@ async def test_redis_restarted_empty_under_traffic(redis_server, start_worker, t
             assert response.status_code == 503, response.text
             response = await publish(b.url, tokens["admin"], "fault.ticks", "tick", {"n": -1, "at": time.time()})
             assert response.status_code == 503, response.text
+            # A stream that cannot register its topics says so in a last frame and ends; it never hangs.
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.get(f"{a.url}/realtime/connect", params={"topics": "fault.new"})
+            assert response.status_code == 200  # sent before the registration could fail
+            assert "event: error" in response.text
+            assert '"code": "registration_failed"' in response.text
 
             redis_server.start()  # same port, empty: every group and message is gone
             returned_at = time.time()
