@@ -35,6 +35,15 @@ def check_realtime_settings(app_configs: Sequence[AppConfig] | None, **kwargs: o
                 id="realtime.W001",
             )
         )
+    if conf.get("PEERS") and not conf.get("PEER_SECRET"):
+        problems.append(
+            Error(
+                "REALTIME PEERS lists peer data centres but PEER_SECRET is empty: forwarding cannot be signed, "
+                "and every peer refuses unsigned events",
+                hint="set REALTIME_PEER_SECRET to the same secret in every data centre",
+                id="realtime.E005",
+            )
+        )
     if conf.get("KEEPALIVE_SECS") <= 0:
         problems.append(Error("REALTIME KEEPALIVE_SECS must be positive", id="realtime.E003"))
     if not 0 <= conf.get("FLUSH_MS") <= 1000:

@@ -119,7 +119,7 @@ async def peer_events(request: Request, receive: Receive, send: Send) -> None:
     await aread_body(request, receive, PEER_BODY_LIMIT)
     sender = auth.verify_peer(request, now=time.time())
     try:
-        events = peers.parse_wire(request.body)
+        events = peers.parse_wire(request.body, max_event_bytes=conf.get("MAX_EVENT_BYTES"))
     except ValueError as exc:
         raise HttpError(400, "invalid", str(exc)) from None
     try:

@@ -88,4 +88,8 @@ def encode_frame(event_id: str, topic: str, event_type: str, data: object, publi
         )
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from exc
-    return sse.frame(payload, event=event_type, id=event_id)
+    try:
+        return sse.frame(payload, event=event_type, id=event_id)
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800") is valid JSON text but no character: it cannot be sent as UTF-8.
+        raise InvalidEvent("event data holds a lone surrogate (not a Unicode character)") from None

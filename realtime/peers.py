@@ -18,16 +18,17 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from realtime import stores
-from realtime.events import Event, check_type
-from realtime.topics import check_topic
+from realtime.events import Event, InvalidEvent, check_type, encode_frame
+from realtime.topics import InvalidTopic, check_topic
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class PeerEvent:
     type: str
     data: Any
     published_at: float
+    frame: bytes = field(default=b"", compare=False, repr=False)
 
 
 def to_wire(events: list[Event]) -> bytes:
@@ -219,6 +221,10 @@ class MemorySeen:
             self._deadlines.setdefault(event_id, now + SEEN_IDS_TTL_SECS)
         return fresh
 
+    async def aforget(self, ids: list[str]) -> None:
+        for event_id in ids:
+            self._deadlines.pop(event_id, None)
+
 
 class RedisSeen:
     """Event ids delivered recently by any worker of this data centre: one SET NX per id, pipelined."""
@@ -232,30 +238,43 @@ class RedisSeen:
                 pipe.set(stores.key("peer-seen", event_id), b"1", nx=True, ex=int(SEEN_IDS_TTL_SECS))
             return [bool(result) for result in await pipe.execute()]
 
+    async def aforget(self, ids: list[str]) -> None:
+        if ids:
+            await stores.aclient(self.url).delete(*(stores.key("peer-seen", event_id) for event_id in ids))
 
-def parse_wire(body: bytes) -> list[PeerEvent]:
-    """Decode and validate a peer batch; raises ValueError saying what is wrong."""
+
+_PEER_ID_RE = re.compile(r"[0-9]+-[A-Za-z0-9_.-]{1,100}")
+
+
+def parse_wire(body: bytes, *, max_event_bytes: int) -> list[PeerEvent]:
+    """Decode and validate a peer batch exactly as a local publish is validated, frames encoded once.
+
+    Raises ValueError saying what is wrong: nothing of a bad batch is delivered or remembered.
+    """
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("the body is not JSON") from None
+        payload = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError("the body is not strict UTF-8 JSON") from None
     items = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
         raise ValueError(f"'events' must be a list of 1 to {MAX_BATCH} events")
     events = []
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-            raise ValueError("each event needs a string 'id'")
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not _PEER_ID_RE.fullmatch(item["id"]):
+            raise ValueError("each event needs the 'id' its data centre gave it (<microseconds>-<node>)")
         published_at = item.get("published_at")
-        if not isinstance(published_at, int | float):
+        if isinstance(published_at, bool) or not isinstance(published_at, int | float):
             raise ValueError("each event needs a numeric 'published_at'")
-        events.append(
-            PeerEvent(
-                item["id"][:120],
-                check_topic(item.get("topic")),
-                check_type(item.get("type")),
-                item.get("data"),
-                published_at,
-            )
-        )
+        try:
+            topic, event_type = check_topic(item.get("topic")), check_type(item.get("type"))
+            frame = encode_frame(item["id"], topic, event_type, item.get("data"), published_at)
+        except (InvalidTopic, InvalidEvent) as exc:
+            raise ValueError(f"event {item['id']}: {exc}") from None
+        if len(frame) > max_event_bytes:
+            raise ValueError(f"event {item['id']} is larger than REALTIME_MAX_EVENT_BYTES ({max_event_bytes:,})")
+        events.append(PeerEvent(item["id"], topic, event_type, item.get("data"), published_at, frame))
     return events
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")

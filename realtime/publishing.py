@@ -91,15 +91,17 @@ async def adeliver_from_peer(events: list[PeerEvent], *, now: float | None = Non
     """Async: deliver events forwarded by a peer data centre to local subscribers only, each id once.
 
     Never forwards them again: that is what keeps the full mesh free of loops. Returns how many were new.
+    An id is remembered only once its event is handed to the workers: if that fails, the ids are forgotten
+    again, so the sender's retry delivers them (instead of being answered "0 delivered").
     """
-    fresh = await _seen.get().afirst_time([event.id for event in events], time.time() if now is None else now)
+    seen = _seen.get()
+    fresh = await seen.afirst_time([event.id for event in events], time.time() if now is None else now)
     fresh_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
-    await get_dispatcher().asend_events(
-        [
-            (event.topic, encode_frame(event.id, event.topic, event.type, event.data, event.published_at))
-            for event in fresh_events
-        ]
-    )
+    try:
+        await get_dispatcher().asend_events([(event.topic, event.frame) for event in fresh_events])
+    except BaseException:
+        await seen.aforget([event.id for event in fresh_events])
+        raise
     return len(fresh_events)
 
 

@@ -40,3 +40,8 @@ def test_keepalives_must_have_a_positive_interval(settings: Any) -> None:
 )
 def test_the_flush_interval_is_bounded(settings: Any, flush_ms: float, expected: list[str]) -> None:
     assert _ids(settings, LAYER, FLUSH_MS=flush_ms) == expected
+
+
+def test_peers_without_a_secret_are_an_error(settings: Any) -> None:
+    assert _ids(settings, LAYER, PEERS={"dc2": "http://127.0.0.1:9"}, PEER_SECRET="") == ["realtime.E005"]
+    assert _ids(settings, LAYER, PEERS={"dc2": "http://127.0.0.1:9"}, PEER_SECRET="s") == []
