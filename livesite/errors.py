@@ -1,5 +1,6 @@
 """One JSON error shape for every API: {"detail": message, "code": stable_code[, "errors": fields]}."""
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from realtime.http import is_database_unavailable
+
+logger = logging.getLogger(__name__)
+
 # Paths whose clients read JSON: Django's own error pages (unknown URL, a body past
 # DATA_UPLOAD_MAX_MEMORY_SIZE, a crash) answer them in the shape below instead of HTML.
 API_PREFIXES = ("/api/", "/realtime/")
@@ -23,7 +28,21 @@ def error_response(status: int, code: str, message: str, **extra: object) -> Jso
 
 
 # `context` is DRF's (view, args, kwargs, request), typed as DRF's exception_handler takes it.
+# How long a client should wait before retrying after the database did not answer.
+DATABASE_RETRY_AFTER_SECS = 5
+
+
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc)
+        return Response(
+            {
+                "detail": "the database did not answer in time; nothing was changed, retry shortly",
+                "code": "database_unavailable",
+            },
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECS)},
+        )
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -102,9 +102,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and _env_bo
         "max_size": _env_int("DATABASE_POOL_MAX", 20),
         "timeout": 10,
     }
+    # A statement waiting for a lock gives up before a request waiting for a pool connection does (10 s), so a
+    # locked table answers 503 (livesite.errors) instead of holding every connection of the pool.
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "options", f"-c lock_timeout={_env_int('DATABASE_LOCK_TIMEOUT_MS', 5000)}"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several Daphne threads write at once (likes); wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Several Daphne threads write at once (likes); wait for the lock instead of failing at once, but not for
+    # ever: past this a request answers 503 with Retry-After (livesite.errors).
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = _env_int("DATABASE_LOCK_TIMEOUT_MS", 5000) / 1000
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 

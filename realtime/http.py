@@ -9,11 +9,13 @@ done here once, for all of them: the Host check (ALLOWED_HOSTS), a body read wit
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http.request import split_domain_port, validate_host
 
 # ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary
@@ -34,6 +36,9 @@ JSON_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 class HttpError(Exception):
@@ -90,6 +95,22 @@ class Request:
     def query(self, name: str) -> list[str]:
         """Every value of a query parameter, in order."""
         return parse_qs(self.query_string.decode("latin-1")).get(name, [])
+
+
+DATABASE_UNAVAILABLE = HttpError(
+    503,
+    "database_unavailable",
+    "the database did not answer in time: retry shortly",
+    headers=[(b"retry-after", b"5")],
+)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """A database that is locked, gone or out of pool connections: the request may succeed later (503)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    # psycopg_pool is installed only with PostgreSQL support, and its PoolTimeout is no DatabaseError.
+    return type(exc).__name__ == "PoolTimeout" and type(exc).__module__.startswith("psycopg_pool")
 
 
 def check_host(request: Request) -> None:
@@ -222,6 +243,12 @@ def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]]) -> AS
             await asend_error(send, error)
         except ClientGone:
             return
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            # The one database call of these endpoints is the caller's session or token lookup.
+            logger.warning("database unavailable on %s: %s", request.path, exc)
+            await asend_error(send, DATABASE_UNAVAILABLE)
 
     app.__name__ = handler.__name__
     app.__doc__ = handler.__doc__

@@ -331,3 +331,26 @@ def test_the_schema_and_its_docs_page_are_served(anonymous):
     assert {"post"} <= set(paths["/api/videos/{video_id}/likes"])
     assert {"get", "post"} <= set(paths["/api/videos/{video_id}/comments"])
     assert anonymous.client.get("/api/docs").status_code == 200
+
+
+# -- the database not answering ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["locked", "pool"])
+def test_a_database_that_does_not_answer_is_a_503_with_retry_after(api, video, monkeypatch, error):
+    from django.db import OperationalError
+
+    class PoolTimeout(Exception):  # what psycopg_pool raises when no connection frees up in time
+        pass
+
+    PoolTimeout.__module__ = "psycopg_pool.errors"
+    failure = OperationalError("database is locked") if error == "locked" else PoolTimeout("couldn't get a connection")
+
+    def stuck(*args: Any, **kwargs: Any) -> int:
+        raise failure
+
+    monkeypatch.setattr(services, "like_video", stuck)
+    response = api.post(f"/api/videos/{video.pk}/likes")
+    assert_error(response, 503, "database_unavailable")
+    assert response["Retry-After"] == "5"
+    assert LiveVideo.objects.get(pk=video.pk).like_count == 0

@@ -195,3 +195,21 @@ def test_the_csrf_check_still_goes_through_the_method_we_override() -> None:
 
 async def _asession(user: User) -> str:
     return await sync_to_async(_session_cookie)(user)
+
+
+async def test_a_database_that_does_not_answer_is_a_503_on_the_realtime_endpoints(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from realtime import tokens
+
+    def locked(key: str) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(tokens, "lookup", locked)
+    monkeypatch.setattr(auth, "_alookup_token", sync_to_async(locked))
+    response = await client.post("/api/publish", json=EVENT, headers={"Authorization": "Token not-cached"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+    assert response.headers["retry-after"] == "5"
