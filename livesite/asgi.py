@@ -10,11 +10,16 @@ from django.core.asgi import get_asgi_application
 
 django_application = get_asgi_application()
 
-from realtime.http import Receive, Scope, Send  # noqa: E402 (after setup: needs the app registry)
-from realtime.routing import ROUTES  # noqa: E402
+from realtime import conf  # noqa: E402 (after setup: needs the app registry)
+from realtime.http import Receive, Scope, Send  # noqa: E402
+from realtime.routing import ROUTES, body_limit  # noqa: E402
+from realtime.servers import daphne  # noqa: E402
 from realtime.worker import aget_worker, astop_worker  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+# Under Daphne: bodies capped while read, forms never parsed in the event loop, trickling clients cut off.
+daphne.guard_requests(limit_for=body_limit, deadline_secs=conf.get("REQUEST_DEADLINE_SECS"))
 
 # A worker holds thousands of long-lived objects per thousand streams, and each write allocates. With the
 # default thresholds CPython ran a full collection every ~1.4 s at 5,000 streams, about half of the worker's

@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,
     "RETRY_MS": 2000,
+    # Under Daphne, a request whose headers and body are not all in within this is answered 408 and closed.
+    "REQUEST_DEADLINE_SECS": 30.0,
     # The largest event, as its SSE frame; a bigger publish is refused (400).
     "MAX_EVENT_BYTES": 65_536,
     # A stream gets at most one write per topic per FLUSH_MS: events arriving sooner after the previous

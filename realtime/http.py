@@ -228,6 +228,11 @@ async def asend_error(send: Send, error: HttpError) -> None:
     await asend_json(send, error.status, error.body(), error.headers)
 
 
+def _checked(request: Request) -> Request:
+    check_host(request)
+    return request
+
+
 def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]]) -> ASGIApp:
     """Wrap an endpoint: build the Request, check the Host, answer any HttpError in the one JSON shape.
 
@@ -235,10 +240,10 @@ def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]]) -> AS
     """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope)
+        # No local holds the Request while the handler runs: a stream's handler runs for hours, and each
+        # object its frames keep alive costs once per open stream.
         try:
-            check_host(request)
-            await handler(request, receive, send)
+            await handler(_checked(Request(scope)), receive, send)
         except HttpError as error:
             await asend_error(send, error)
         except ClientGone:
@@ -247,7 +252,7 @@ def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]]) -> AS
             if not is_database_unavailable(exc):
                 raise
             # The one database call of these endpoints is the caller's session or token lookup.
-            logger.warning("database unavailable on %s: %s", request.path, exc)
+            logger.warning("database unavailable on %s: %s", scope.get("path"), exc)
             await asend_error(send, DATABASE_UNAVAILABLE)
 
     app.__name__ = handler.__name__

@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Connection:
     letting one stalled reader grow the worker's memory or delay anybody else's fan-out.
     """
 
-    __slots__ = ("closed", "id", "member_id", "on_end", "overflowed", "topics", "writer")
+    __slots__ = ("closed", "id", "member_id", "overflowed", "task", "topics", "writer")
 
     def __init__(self, connection_id: str, member_id: int | None, writer: StreamWriter) -> None:
         self.id = connection_id
@@ -79,8 +79,9 @@ class Connection:
         self.topics: set[str] = set()
         self.closed = False
         self.overflowed = False
-        # Called when the server side ends the stream: the stream's task stops waiting and cleans up.
-        self.on_end: Callable[[], None] | None = None
+        # The stream's task while it waits for the client: ending the stream from the server side cancels that
+        # wait, so the task cleans up at once.
+        self.task: asyncio.Task[object] | None = None
 
     def write(self, payload: Payload) -> bool:
         """Write or queue one payload; False if the stream is closed, or was just reset for falling behind."""
@@ -99,8 +100,8 @@ class Connection:
             return
         self.closed = True
         self.writer.end(final, abort_after_secs=abort_after_secs)
-        if self.on_end is not None:
-            self.on_end()
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Hub:

@@ -48,23 +48,15 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     except ForbiddenTopic as exc:
         raise HttpError(403, "forbidden_topic", str(exc)) from None
 
+    member_id = caller.member_id
+    del request, caller  # Held by this frame for the stream's life otherwise.
+
     worker = await aget_worker()
     await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
     # Headers leave the server only with the first body chunk: send the retry hint at once.
     await send(body(sse.retry(conf.get("RETRY_MS"))))
     writer = servers.stream_writer(send, max_pending=conf.get("MAX_PENDING_FRAMES"))
-    conn = Connection(worker.new_connection_id(), caller.member_id, writer)
-    # No second task per stream (a task costs about 1 KB, times 100,000 streams): this one waits for the
-    # disconnect, and a stream ended by the server (reset, worker stopping) wakes it by cancelling that wait.
-    task = asyncio.current_task()
-    ended_by_server = False
-
-    def wake() -> None:
-        nonlocal ended_by_server
-        ended_by_server = True
-        if task is not None:
-            task.cancel()
-
+    conn = Connection(worker.new_connection_id(), member_id, writer)
     lingering = False
     try:
         try:
@@ -75,17 +67,21 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
             conn.close(_error_frame("registration_failed", "the stream could not be set up: reconnect shortly"))
             lingering = True
         else:
-            conn.on_end = wake
-            hello = json.dumps({"connection_id": conn.id, "member_id": caller.member_id, "topics": sorted(conn.topics)})
+            # No second task per stream (a task costs about a kilobyte, times 100,000 streams): this one waits
+            # for the disconnect, and Connection.close (a reset, a stopping worker) cancels that wait.
+            conn.task = asyncio.current_task()
+            hello = json.dumps({"connection_id": conn.id, "member_id": member_id, "topics": sorted(conn.topics)})
             conn.write(Payload(sse.frame(hello, event="connected")))
-            await _disconnect(receive)
+            while (await receive())["type"] != "http.disconnect":
+                pass
     except asyncio.CancelledError:
-        if not ended_by_server or task is None:
-            raise
+        task = conn.task
+        if task is None or not conn.closed:
+            raise  # The server's own cancellation.
         task.uncancel()
         lingering = True
     finally:
-        conn.on_end = None
+        conn.task = None
         # At once, even when the client has not left yet: an ended stream is no longer one of this worker's.
         worker.detach(conn)
     try:

@@ -66,6 +66,18 @@ class DaphneWriter:
     """
 
     kind = "daphne-direct"
+    # One per open stream: slots, and no backlog deque until the socket first stops draining.
+    __slots__ = (
+        "ending",
+        "max_pending",
+        "paused",
+        "pending",
+        "pending_frames",
+        "request",
+        "send",
+        "socket",
+        "transport",
+    )
 
     def __init__(self, send: Send, request: Any, transport: Any, *, max_pending: int) -> None:
         self.send = send
@@ -73,7 +85,7 @@ class DaphneWriter:
         self.transport = transport
         self.socket = transport.socket
         self.max_pending = max_pending
-        self.pending: deque[Payload] = deque()
+        self.pending: deque[Payload] | None = None
         self.pending_frames = 0
         self.paused = False
         self.ending = False
@@ -85,10 +97,13 @@ class DaphneWriter:
 
     def resumeProducing(self) -> None:
         self.paused = False
-        while self.pending and not self.paused and not self.ending:
-            payload = self.pending.popleft()
+        pending = self.pending
+        while pending and not self.paused and not self.ending:
+            payload = pending.popleft()
             self.pending_frames -= payload.frames
             self._write(payload.framed)
+        if not pending:
+            self.pending = None
 
     def stopProducing(self) -> None:
         # The server reports the disconnect to the stream's task, which cleans up.
@@ -102,6 +117,8 @@ class DaphneWriter:
         if self.paused or self.pending:
             if self.pending_frames + payload.frames > self.max_pending:
                 return False
+            if self.pending is None:
+                self.pending = deque()
             self.pending.append(payload)
             self.pending_frames += payload.frames
             return True
@@ -111,7 +128,7 @@ class DaphneWriter:
         if self.ending:
             return
         self.ending = True
-        self.pending.clear()
+        self.pending = None
         self.pending_frames = 0
         # Daphne's own send path ends the chunked response (and never blocks: it has no backpressure).
         asyncio.get_running_loop().create_task(self._aend(final))
@@ -189,4 +206,99 @@ def on_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
     # Without the mypy-zope plugin mypy reads an interface's methods (declared without `self`) one argument
     # off; the reactor is a ReactorBase, whose methods are declared as usual.
     cast("ReactorBase", reactor).addSystemEventTrigger("before", "shutdown", trigger)
+    return True
+
+
+def guard_requests(*, limit_for: Callable[[bytes], int], deadline_secs: float) -> bool:
+    """Make Daphne refuse what it would otherwise buffer or parse in the reactor; True if installed.
+
+    Twisted reads every request body whole before the app runs, with no size limit (600 MB took a worker to
+    740 MB), parses form bodies in the event loop (20 MB of `a=b&...` froze every stream of the worker for
+    3 s), and waits for a trickling client forever. Daphne's request class is replaced by a subclass that:
+    - never parses form bodies (Twisted's `_parsePOSTFormSubmission` switch; Django parses them, off the loop);
+    - answers 413 JSON and closes as soon as the declared Content-Length (`gotLength`) or the bytes received
+      (`handleContentChunk`) pass `limit_for(path)`;
+    - answers 408 JSON and closes if the headers and body are not all in within `deadline_secs`.
+    Couplings to Twisted and Daphne internals, all checked by tests/system/test_hostile_requests.py: Daphne
+    builds requests from its module-level `WebRequest` (HTTPFactory.buildProtocol), Twisted keeps the request
+    line's path in `channel._path` until the request is received, and honours `_parsePOSTFormSubmission`.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    import io
+    import json
+
+    from daphne import http_protocol
+    from twisted.internet import reactor
+
+    base: Any = http_protocol.WebRequest
+    if getattr(base, "livesite_guarded", False):
+        return True
+
+    class GuardedRequest(base):  # type: ignore[misc]
+        livesite_guarded = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._parsePOSTFormSubmission = False
+            self.livesite_received = 0
+            self.livesite_limit: int | None = None
+            self.livesite_refused = False
+            # Twisted's reactor, through its zope interfaces: mypy without the zope plugin misreads them.
+            self.livesite_deadline: Any = cast(Any, reactor).callLater(deadline_secs, self.livesite_too_slow)
+
+        def gotLength(self, length: int | None) -> None:
+            path = (getattr(self.channel, "_path", b"") or b"").partition(b"?")[0]
+            self.livesite_limit = limit_for(path)
+            if length is not None and length > self.livesite_limit:
+                self.content = io.BytesIO()
+                self.livesite_refuse(413, "too_large", f"the request body is larger than {self.livesite_limit:,} bytes")
+                return
+            super().gotLength(length)
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self.livesite_refused:
+                return
+            self.livesite_received += len(data)
+            if self.livesite_limit is not None and self.livesite_received > self.livesite_limit:
+                self.livesite_refuse(413, "too_large", f"the request body is larger than {self.livesite_limit:,} bytes")
+                return
+            super().handleContentChunk(data)
+
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            self.livesite_stop_deadline()
+            if self.livesite_refused:
+                return
+            super().requestReceived(command, path, version)
+
+        def connectionLost(self, reason: Any) -> None:
+            self.livesite_stop_deadline()
+            super().connectionLost(reason)
+
+        def livesite_stop_deadline(self) -> None:
+            if self.livesite_deadline is not None and self.livesite_deadline.active():
+                self.livesite_deadline.cancel()
+            self.livesite_deadline = None
+
+        def livesite_too_slow(self) -> None:
+            self.livesite_deadline = None
+            self.livesite_refuse(408, "request_timeout", f"the request did not arrive within {deadline_secs:g} s")
+
+        def livesite_refuse(self, status: int, code: str, detail: str) -> None:
+            if self.livesite_refused:
+                return
+            self.livesite_refused = True
+            self.livesite_stop_deadline()
+            body = json.dumps({"detail": detail, "code": code}).encode()
+            reason = {408: b"Request Timeout", 413: b"Content Too Large"}[status]
+            head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+                status,
+                reason,
+                len(body),
+            )
+            self.channel.transport.write(head + b"connection: close\r\n\r\n" + body)
+            logger.warning("refused a request (%d %s) from %s", status, code, self.client)
+            self.channel.loseConnection()
+
+    http_protocol.WebRequest = GuardedRequest
     return True

@@ -21,6 +21,7 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 class QueuedWriter:
     kind = "queued"
+    __slots__ = ("_abort", "_final", "_wake", "ending", "frames", "max_pending", "queue", "send", "task")
 
     def __init__(self, send: Send, *, max_pending: int) -> None:
         self.send = send

@@ -1,0 +1,117 @@
+"""Requests that used to wedge or bloat a Daphne worker, against a real one: each refused early, in JSON,
+while the worker's streams keep receiving."""
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.system.harness import SSEClient, publish, streams
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+
+
+def _raw(port: int, head: bytes, body: bytes = b"", *, timeout: float = 10.0) -> bytes:
+    """Send a raw request (head, then body) and read until the server closes; returns what it sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        if body:
+            # Refused before the whole body was sent: what we want.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(body)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def _answer(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker(REALTIME_REQUEST_DEADLINE_SECS="2")
+
+
+async def test_a_declared_oversize_body_is_refused_before_it_is_sent(worker):
+    head = (
+        f"POST /api/videos/1/likes HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 600000000\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    status, body = _answer(await asyncio.to_thread(_raw, worker.port, head))
+    assert status == 413
+    assert body["code"] == "too_large"
+    assert time.monotonic() - started < 2
+
+
+async def test_a_big_form_body_is_cut_off_while_read_and_streams_keep_flowing(worker, tokens):
+    form = b"a=b&" * 5_000_000  # 20 MB: Twisted used to parse it in the event loop (3 s frozen)
+    head = (
+        f"POST /api/videos/1/likes HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunked = b"".join(
+        b"%x\r\n%s\r\n" % (len(part), part) for part in (form[i : i + 65536] for i in range(0, len(form), 65536))
+    )
+    async with streams(SSEClient(worker.url, topics=["hostile.ticks"])) as (reader,):
+        sending = asyncio.create_task(asyncio.to_thread(_raw, worker.port, head, chunked + b"0\r\n\r\n"))
+        gaps = []
+        last = time.monotonic()
+        for n in range(20):
+            await publish(worker.url, tokens["admin"], "hostile.ticks", "tick", {"n": n})
+            await reader.next_event("tick", timeout=5)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        status, body = _answer(await sending)
+    assert status == 413
+    assert body["code"] == "too_large"
+    assert max(gaps) < 1.0, gaps
+
+
+async def test_a_trickling_request_is_cut_off_at_the_deadline(worker):
+    def trickle() -> bytes:
+        with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+            sock.sendall(b"GET /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            received = b""
+            for _ in range(8):  # one header byte every 0.5 s, for at most 4 s
+                try:
+                    sock.sendall(b"X")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sock.settimeout(0.5)
+                try:
+                    if chunk := sock.recv(65536):
+                        received += chunk
+                        break
+                except TimeoutError:
+                    continue
+            return received
+
+    started = time.monotonic()
+    status, body = _answer(await asyncio.to_thread(trickle))
+    assert status == 408
+    assert body["code"] == "request_timeout"
+    assert time.monotonic() - started < 3.5
+
+
+async def test_a_malformed_multipart_body_is_a_json_400(worker, tokens):
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{worker.url}/api/videos/1/comments",
+            content=b"--nope\r\nnot a part",
+            headers={"Content-Type": "multipart/form-data; boundary=xyz", "Authorization": f"Token {tokens['alice']}"},
+        )
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"]
