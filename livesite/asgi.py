@@ -6,9 +6,33 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livesite.settings")
 
-from django.core.asgi import get_asgi_application
+from collections.abc import Callable
 
-django_application = get_asgi_application()
+import django
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django's ASGI handler with its middleware chain run synchronously, in one thread hop per request.
+
+    Every middleware Django ships is async-capable, and under ASGI each one then runs process_request and
+    process_response through sync_to_async: two thread hops per middleware and request (sixteen here), about
+    half of a small API request's CPU (docs/benchmarks.md). None of them does I/O, and every view behind them
+    is sync (the async endpoints are routed before Django), so the chain is built in sync mode and entered
+    once. Same middleware, same order, same behaviour; an async view would still run, through async_to_sync.
+    """
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+        chain: Callable[[HttpRequest], HttpResponseBase] = self._middleware_chain  # type: ignore[has-type]
+        self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
+
+
+django.setup(set_prefix=False)
+django_application = OneHopASGIHandler()
 
 from realtime import conf  # noqa: E402 (after setup: needs the app registry)
 from realtime.http import Receive, Scope, Send  # noqa: E402
