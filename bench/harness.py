@@ -409,13 +409,7 @@ class Managed:
         return self.process.pid
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        devredis.stop_process(self.process, timeout)
 
     def log_problems(self) -> list[str]:
         """Lines of its log that report an error (for the JSON, and to print on failure)."""

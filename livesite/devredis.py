@@ -82,14 +82,18 @@ class RedisProcess:
         return command(self.port, *args, timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to its PID and wait; SIGKILL if it has not exited within `timeout` seconds. Idempotent."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM to the process's PID and wait; SIGKILL if it has not exited within `timeout` seconds. Idempotent."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
 
 
 def start(

@@ -15,7 +15,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -50,6 +50,14 @@ def key(*parts: object) -> str:
     return ":".join([prefix(), *(str(part) for part in parts)])
 
 
+# A connection that died with a Redis restart is replaced and the command retried, once or twice.
+_RETRY = (ExponentialBackoff(cap=0.2, base=0.02), 2)
+_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": CONNECT_TIMEOUT_SECS,
+    "socket_timeout": SOCKET_TIMEOUT_SECS,
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+}
+
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]" = (
     weakref.WeakKeyDictionary()
 )
@@ -65,14 +73,7 @@ def aclient(server: str | None = None) -> "aioredis.Redis":
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
     found = per_loop.get(address)
     if found is None:
-        found = per_loop[address] = aioredis.Redis.from_url(
-            address,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECS,
-            socket_timeout=SOCKET_TIMEOUT_SECS,
-            # A connection that died with a Redis restart is replaced and the command retried, once or twice.
-            retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        found = per_loop[address] = aioredis.Redis.from_url(address, retry=AsyncRetry(*_RETRY), **_OPTIONS)
     return found
 
 
@@ -84,13 +85,7 @@ def client(server: str | None = None) -> "redis.Redis":
     with _lock:
         found = _sync_clients.get(address)
         if found is None:
-            found = _sync_clients[address] = redis.Redis.from_url(
-                address,
-                socket_connect_timeout=CONNECT_TIMEOUT_SECS,
-                socket_timeout=SOCKET_TIMEOUT_SECS,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            found = _sync_clients[address] = redis.Redis.from_url(address, retry=Retry(*_RETRY), **_OPTIONS)
         return found
 
 

@@ -313,3 +313,15 @@ async def streams(*clients: SSEClient) -> AsyncIterator[tuple[SSEClient, ...]]:
     finally:
         for client in clients:
             await client.close()
+
+
+def read_to_eof(sock: socket.socket, timeout: float = 15.0) -> bytes:
+    """Everything a raw socket receives until the server closes it (EOF, or a reset)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.system.harness import SSEClient, publish, streams
+from tests.system.harness import SSEClient, publish, read_to_eof, streams
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -23,13 +23,7 @@ def _raw(port: int, head: bytes, body: bytes = b"", *, timeout: float = 10.0) ->
             # Refused before the whole body was sent: what we want.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 sock.sendall(body)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        return b"".join(chunks)
+        return read_to_eof(sock, timeout)
 
 
 def _answer(raw: bytes) -> tuple[int, dict]:

@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from tests.system.harness import SERVERS, SSEClient, eventually, stats, streams
+from tests.system.harness import SERVERS, SSEClient, eventually, read_to_eof, stats, streams
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -61,15 +61,3 @@ async def test_a_stalled_reader_is_reset_and_a_live_one_gets_every_event(redis_s
             assert received.endswith(b"0\r\n\r\n")
     finally:
         stalled.close()
-
-
-def read_to_eof(sock: socket.socket) -> bytes:
-    """Everything until the server drops the connection (EOF, or a reset once the grace period is over)."""
-    sock.settimeout(15)
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks)
