@@ -7,6 +7,7 @@ Events, each published through realtime.publish after the transaction that store
 - `comment.hidden` on `video.{id}.comments`: {"id", "video"} only; a moderated text is not sent out again.
 """
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from likes import coalesce, conf, timers
 from likes.group_commit import GroupCommit
@@ -22,6 +24,8 @@ from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_n
 from likes.serializers import CommentSerializer
 from realtime import stores, topics
 from realtime.publishing import publish, publish_many
+
+logger = logging.getLogger(__name__)
 
 LIKE_CREATED = "like.created"
 COMMENT_CREATED = "comment.created"
@@ -97,7 +101,50 @@ def _announcer(video_id: int) -> Callable[[], None]:
 
 
 def _announce_likes(video_id: int) -> None:
-    get_coalescer().like_committed(video_id)
+    coalescer = get_coalescer()
+    try:
+        coalescer.like_committed(video_id)
+    except (RedisError, OSError) as exc:
+        # The likes are stored; only their announcement waits for Redis (the window lock lives there).
+        logger.warning("likes of video %s stored but not announced yet (%s): retrying", video_id, exc)
+        _defer_announcement(coalescer, video_id)
+
+
+# Videos whose stored likes could not be announced (Redis unreachable), retried every
+# UNANNOUNCED_RETRY_SECS until it answers: the announcement then carries the exact total, so a viewer's count
+# catches up with every like stored meanwhile. Bounded: past MAX_UNANNOUNCED videos, the newest are dropped
+# (counted in `stats`, logged) and their counts heal at their next like.
+UNANNOUNCED_RETRY_SECS = 1.0
+MAX_UNANNOUNCED = 10_000
+stats = {"announcements_deferred": 0, "announcements_dropped": 0}
+_unannounced: set[int] = set()
+_retry_scheduled = False
+_unannounced_lock = threading.Lock()
+
+
+def _defer_announcement(coalescer: coalesce.Coalescer, video_id: int) -> None:
+    global _retry_scheduled
+    with _unannounced_lock:
+        if video_id not in _unannounced and len(_unannounced) >= MAX_UNANNOUNCED:
+            stats["announcements_dropped"] += 1
+            logger.error("likes of video %s will be announced at its next like only: too many waiting", video_id)
+            return
+        _unannounced.add(video_id)
+        stats["announcements_deferred"] += 1
+        if _retry_scheduled:
+            return
+        _retry_scheduled = True
+    coalescer.schedule(UNANNOUNCED_RETRY_SECS, _retry_announcements)
+
+
+def _retry_announcements() -> None:
+    global _retry_scheduled
+    with _unannounced_lock:
+        videos = sorted(_unannounced)
+        _unannounced.clear()
+        _retry_scheduled = False
+    for video_id in videos:
+        _announce_likes(video_id)  # A failure defers it again.
 
 
 _likes: GroupCommit[tuple[int, User]] = GroupCommit(_write_likes)
@@ -158,9 +205,15 @@ def get_coalescer() -> coalesce.Coalescer:
 
 
 def set_coalescer(coalescer: coalesce.Coalescer | None) -> None:
-    """Replace this process's coalescer (tests); None rebuilds it from the settings on next use."""
-    global _coalescer
+    """Replace this process's coalescer (tests); None rebuilds it from the settings on next use.
+
+    Announcements deferred for the old one are forgotten with it: its scheduler would never run their retry.
+    """
+    global _coalescer, _retry_scheduled
     _coalescer = coalescer
+    with _unannounced_lock:
+        _unannounced.clear()
+        _retry_scheduled = False
 
 
 # -- comments -------------------------------------------------------------------------------------

@@ -149,6 +149,35 @@ def test_a_failing_announcement_does_not_undo_the_like(
     assert "redis is down" in caplog.text
 
 
+def test_likes_stored_while_redis_is_down_are_announced_once_it_answers(
+    video, alice, bob, coalescer, scheduler, published, django_capture_on_commit_callbacks, monkeypatch
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    down = True
+    real_acquire = coalescer.store.acquire
+
+    def acquire(key: str, token: str, ttl_secs: float) -> bool:
+        if down:
+            raise RedisConnectionError("Connection refused")
+        return real_acquire(key, token, ttl_secs)
+
+    monkeypatch.setattr(coalescer.store, "acquire", acquire)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.like_video(video, alice) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.like_video(video, bob) == 2
+    scheduler.advance(services.UNANNOUNCED_RETRY_SECS * 3)  # still down: retried, nothing announced
+    assert published.of_type(services.LIKE_CREATED) == []
+    down = False
+    scheduler.advance(services.UNANNOUNCED_RETRY_SECS)  # the retry opens a window...
+    scheduler.advance(WINDOW_SECS)  # ...whose flush announces the exact total
+    [event] = published.of_type(services.LIKE_CREATED)
+    assert event.data["count"] == 2
+    assert event.data["covered"] == 2
+    assert services._unannounced == set()
+
+
 # -- comments -------------------------------------------------------------------------------------
 
 
