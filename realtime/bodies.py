@@ -7,7 +7,7 @@ every API error: `{"detail", "code", "errors"}`). No I/O, no Django: testable fr
 
 from collections.abc import Mapping
 
-from realtime.events import InvalidEvent, check_type
+from realtime.events import InvalidEvent, ReservedType, check_type
 from realtime.topics import InvalidTopic, check_topic, check_topic_count
 
 MAX_PUBLISH_BATCH = 500
@@ -97,6 +97,8 @@ def _event(item: object) -> tuple[str, str, object]:
     if "type" in item:
         try:
             check_type(item["type"])
+        except ReservedType:
+            raise  # Not a malformed request but a forbidden one: the endpoint answers 403.
         except InvalidEvent as exc:
             errors["type"] = [str(exc)]
     if errors:

@@ -9,7 +9,7 @@ import time
 
 from realtime import auth, bodies, conf, peers
 from realtime.dispatcher import DispatchUnavailable
-from realtime.events import InvalidEvent
+from realtime.events import InvalidEvent, ReservedType
 from realtime.http import (
     HttpError,
     Receive,
@@ -103,6 +103,8 @@ async def publish(request: Request, receive: Receive, send: Send) -> None:
         items = bodies.publish(parse_json(request.body))
     except bodies.Invalid as exc:
         raise _invalid(exc) from None
+    except ReservedType as exc:
+        raise HttpError(403, "reserved_type", str(exc)) from None
     try:
         events = await apublish_many(items)
     except InvalidEvent as exc:

@@ -17,14 +17,29 @@ class InvalidEvent(ValueError):
     """An event that cannot be published; the message says why."""
 
 
+# The stream's own frames, written by the server alone (realtime.stream, realtime.hub), and the names an
+# EventSource gives meaning to: a published event of one of these types would reconnect every viewer (`reset`),
+# make a client forget its connection id (`connected`) or show it as broken (`error`).
+CONTROL_TYPES = frozenset({"connected", "reset", "gap", "error", "message", "open"})
+
+
+class ReservedType(InvalidEvent):
+    """An event type that only the stream itself may send."""
+
+
 def check_type(event_type: object) -> str:
-    """Return `event_type` if it is a dotted lower-case name such as `like.created`, else raise."""
+    """Return `event_type` if it is a dotted lower-case name such as `like.created`, else raise.
+
+    Raises ReservedType for the stream's control frames: no publish path (Python, API, peers) may send them.
+    """
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEvent("an event type must be a non-empty string such as 'like.created'")
     if len(event_type) > MAX_TYPE_LENGTH or not _TYPE_RE.fullmatch(event_type):
         raise InvalidEvent(
             f"event type {event_type[:70]!r} is not dotted lower-case words of at most {MAX_TYPE_LENGTH} characters"
         )
+    if event_type in CONTROL_TYPES:
+        raise ReservedType(f"event type {event_type!r} is a control frame of the stream: only the server sends it")
     return event_type
 
 

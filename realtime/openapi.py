@@ -84,7 +84,7 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("/api/publish", "post"): {
         **COMMON,
         401: "no credentials, or an invalid token",
-        403: "no realtime.publish_event permission, or a failed CSRF check",
+        403: "no realtime.publish_event permission, a failed CSRF check, or a control type ('reserved_type')",
         405: "not POST",
         415: "not application/json",
         503: "the dispatcher (Redis) is unreachable; nothing was sent",

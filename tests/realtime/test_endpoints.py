@@ -13,8 +13,10 @@ from django.contrib.auth.models import Permission, User
 from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework.authtoken.models import Token
 
+import realtime
 from livesite.asgi import application
 from realtime import auth
+from realtime.events import ReservedType
 from realtime.routing import ROUTES
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -213,3 +215,17 @@ async def test_a_database_that_does_not_answer_is_a_503_on_the_realtime_endpoint
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize("control", ["connected", "reset", "gap", "error", "message", "open"])
+async def test_no_one_may_publish_the_streams_control_frames(
+    client: httpx.AsyncClient, token: str, control: str
+) -> None:
+    headers = {"Authorization": f"Token {token}"}
+    one = await client.post("/api/publish", json={**EVENT, "type": control}, headers=headers)
+    batch = await client.post("/api/publish", json={"events": [EVENT, {**EVENT, "type": control}]}, headers=headers)
+    for response in (one, batch):
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "reserved_type"
+    with pytest.raises(ReservedType):
+        await realtime.apublish("news.flash", control, {})

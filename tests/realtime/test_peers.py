@@ -72,6 +72,7 @@ def _batch(**changes):
         _batch(published_at=True),
         _batch(data="x" * 2000),  # past the per-event limit below
         _batch(topic="a" * 101),
+        _batch(type="reset"),
         b'{"events": [{"id": "1-dc2", "topic": "a.b", "type": "t", "data": NaN, "published_at": 1}]}',
         b'{"events": [{"id": "1-dc2", "topic": "a.b", "type": "t", "data": "\\ud800", "published_at": 1}]}',
         b'{"events": [{"id": "1-dc2", "topic": "a.b", "type": "t", "data": 1, "published_at": NaN}]}',
