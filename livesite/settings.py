@@ -37,6 +37,20 @@ DEBUG = _env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "livesite-insecure-development-key-change-me")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
+# Behind a TLS-terminating proxy (nginx): with TRUST_PROXY_HEADERS, Django takes the scheme from
+# X-Forwarded-Proto and the host from X-Forwarded-Host, so a browser's `Origin: https://site` passes the CSRF
+# check (without it, signing in through the proxy failed with 403 "Origin checking failed"). Only when the
+# workers listen on loopback or a unix socket: anyone who reaches them directly could forge these headers.
+TRUST_PROXY_HEADERS = _env_bool("TRUST_PROXY_HEADERS", False)
+if TRUST_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+# Origins (scheme://host[:port]) a form or an API call may come from besides the site's own, e.g. a proxy
+# whose public address differs from the Host the workers see.
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+# Served over HTTPS: session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
