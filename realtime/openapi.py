@@ -98,6 +98,8 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("/realtime/stats", "get"): {401: "an invalid token", 403: "not staff", 405: "not GET"},
 }
 STATUSES[("/realtime/subscriptions", "delete")] = STATUSES[("/realtime/subscriptions", "post")]
+STATUSES[("/healthz", "get")] = {405: "not GET or HEAD"}
+STATUSES[("/readyz", "get")] = {405: "not GET or HEAD"}
 
 
 def _json(ref: str) -> dict[str, object]:
@@ -207,6 +209,34 @@ def _operations() -> dict[str, object]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     **_errors("/realtime/peer/events", "post"),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "healthz",
+                "summary": "The process answers and its event loop turns (unauthenticated, any Host)",
+                "security": [{}],
+                "responses": {
+                    "200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    **_errors("/healthz", "get"),
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "readyz",
+                "summary": "Database, Redis and this worker's realtime side can serve (unauthenticated, any Host)",
+                "security": [{}],
+                "responses": {
+                    "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "503": {
+                        "description": "a part is not ready: `checks` gives each part's state",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors("/readyz", "get"),
                 },
             }
         },

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from realtime import endpoints
+from realtime import endpoints, health
 from realtime.http import ASGIApp
 from realtime.stream import stream
 
@@ -12,6 +12,8 @@ ROUTES: dict[str, ASGIApp] = {
     "/realtime/peer/events": endpoints.peer_events,
     "/realtime/stats": endpoints.stats,
     "/api/publish": endpoints.publish,
+    "/healthz": health.healthz,
+    "/readyz": health.readyz,
 }
 
 # The largest body each path takes; anything else gets Django's own limit (DATA_UPLOAD_MAX_MEMORY_SIZE).

@@ -189,6 +189,10 @@ class Worker:
                 await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
         return sorted(conn.topics)
 
+    def receiving(self) -> bool:
+        """Whether the receive loop runs (it restarts itself after errors; done only if it crashed or stopped)."""
+        return bool(self._tasks) and not self._tasks[0].done()
+
     def _hosted(self) -> dict[str, set[Connection]]:
         return self.hub.topics
 
@@ -322,12 +326,12 @@ async def aget_worker() -> Worker:
     """This process's started Worker, created on first use (Daphne has no ASGI lifespan to start it)."""
     global _worker, _starting
     loop = asyncio.get_running_loop()
-    if _worker is not None and _worker.loop is loop:
+    if _worker is not None and _worker.loop is loop and not _worker.stopped:
         return _worker
     if _starting is None or _starting._loop not in (None, loop):  # type: ignore[attr-defined]
         _starting = asyncio.Lock()
     async with _starting:
-        if _worker is None or _worker.loop is not loop:
+        if _worker is None or _worker.loop is not loop or _worker.stopped:
             worker = Worker(
                 get_dispatcher(),
                 keepalive_secs=conf.get("KEEPALIVE_SECS"),
@@ -344,6 +348,9 @@ async def aget_worker() -> Worker:
 
 
 async def astop_worker() -> None:
-    """Stop this process's Worker if one was started (the ASGI lifespan's shutdown)."""
-    if _worker is not None and _worker.loop is asyncio.get_running_loop():
-        await _worker.astop()
+    """Stop this process's Worker if one was started (the ASGI lifespan's shutdown); a later use starts anew."""
+    global _worker
+    worker = _worker
+    if worker is not None and worker.loop is asyncio.get_running_loop():
+        _worker = None
+        await worker.astop()

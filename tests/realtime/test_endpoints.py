@@ -59,6 +59,8 @@ def test_every_realtime_endpoint_is_routed_by_path_to_one_app() -> None:
         "/realtime/peer/events",
         "/realtime/stats",
         "/api/publish",
+        "/healthz",
+        "/readyz",
     }
 
 
@@ -152,7 +154,7 @@ async def test_a_batch_names_the_position_of_each_bad_event(client: httpx.AsyncC
 async def test_a_host_outside_allowed_hosts_is_refused_on_every_endpoint(token: str) -> None:
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as evil:
-        for path in ROUTES:
+        for path in set(ROUTES) - {"/healthz", "/readyz"}:  # probes answer any Host (a load balancer's IP)
             response = await evil.post(path, json=EVENT, headers={"Authorization": f"Token {token}"})
             assert response.status_code == 400, path
             assert response.json()["code"] == "disallowed_host"
@@ -229,3 +231,25 @@ async def test_no_one_may_publish_the_streams_control_frames(
         assert response.json()["code"] == "reserved_type"
     with pytest.raises(ReservedType):
         await realtime.apublish("news.flash", control, {})
+
+
+async def test_the_probes_answer_any_host_and_say_which_part_failed(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime import health
+
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.7:8000") as balancer:
+        assert (await balancer.get("/healthz")).json()["status"] == "ok"
+        ready = await balancer.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "worker": "ok"}
+
+    def locked() -> str:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(health, "_adatabase", sync_to_async(locked))
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].startswith("failed: RuntimeError")
+    assert response.json()["checks"]["worker"] == "ok"

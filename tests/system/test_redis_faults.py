@@ -73,3 +73,26 @@ async def test_redis_restarted_empty_under_traffic(redis_server, start_worker, t
         response = await publish(a.url, tokens["admin"], "fault.after", "tick", {"n": 0, "at": 0})
         assert response.status_code == 202
         assert (await other.next_event("tick", timeout=5)).json()["topic"] == "fault.after"
+
+
+async def test_readyz_follows_redis_within_a_second(redis_server, start_worker):
+    worker = start_worker(redis_server.url)
+    async with httpx.AsyncClient(timeout=5) as http:
+
+        async def ready() -> int:
+            return (await http.get(f"{worker.url}/readyz")).status_code
+
+        assert await ready() == 200
+        redis_server.stop()
+        stopped_at = time.monotonic()
+        response = await http.get(f"{worker.url}/readyz")
+        assert response.status_code == 503
+        assert response.json()["checks"]["redis"] != "ok"
+        assert response.json()["checks"]["database"] == "ok"
+        assert time.monotonic() - stopped_at < 1.0
+        assert (await http.get(f"{worker.url}/healthz")).status_code == 200  # alive, just not ready
+        redis_server.start()
+        started_at = time.monotonic()
+        while await ready() != 200:
+            assert time.monotonic() - started_at < 5, "readyz did not recover within 5 s of Redis returning"
+            await asyncio.sleep(0.1)
