@@ -497,6 +497,8 @@ class Harness:
             "PYTHONPATH": str(self.site_root()),
             "DJANGO_SETTINGS_MODULE": "livesite.settings",
             "LOG_LEVEL": "WARNING",
+            # The benchmarks publish to bench.* through the publish API (realtime.policies: deny by default).
+            "REALTIME_OPEN_NAMESPACES": "bench",
         }
         env |= {
             "DATABASE_URL": f"sqlite:///{self.tmp / 'db.sqlite3'}",

@@ -7,3 +7,8 @@ class LikesConfig(AppConfig):
 
     def ready(self) -> None:
         from likes import checks  # noqa: F401 (registers the system checks)
+        from realtime import policies
+
+        # Anyone watching may read a video's likes and comments; only likes.services announces them.
+        policies.declare(policies.Namespace("video.{id}.likes", owner="likes.services"))
+        policies.declare(policies.Namespace("video.{id}.comments", owner="likes.services"))

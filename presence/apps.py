@@ -17,10 +17,12 @@ class PresenceConfig(AppConfig):
 
     def ready(self) -> None:
         from presence import checks, services  # noqa: F401 (checks: registers the system checks)
-        from realtime import hooks
+        from realtime import hooks, policies
 
         # Every member with an open stream beats; one worker's sweeper turns silence into "offline".
         hooks.on_member_heartbeat(services.arecord_heartbeats)
         hooks.add_background_task(services.asweep_forever)
+        # Green dots are public; only presence.services announces a member's changes.
+        policies.declare(policies.Namespace("presence.member.{id}", owner="presence.services"))
 
         setting_changed.connect(_forget_store, dispatch_uid="presence-forget-store")

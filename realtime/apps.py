@@ -12,8 +12,11 @@ class RealtimeConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
         from rest_framework.authtoken.models import Token
 
-        from realtime import census, checks, conf, hooks, tokens  # noqa: F401 (checks: registers the system checks)
+        from realtime import census, checks, conf, hooks, policies, tokens  # noqa: F401 (checks: registers the system checks)
 
+        # The core's own namespaces: a member's private topics, published by the server only; viewer counts.
+        policies.declare(policies.Namespace("member.{member}.*", owner="realtime", read=policies.MEMBER))
+        policies.declare(policies.Namespace(f"{census.CENSUS_PREFIX}*", owner="realtime (census)"))
         if conf.get("CENSUS_TOPICS"):
             hooks.add_periodic(lambda: conf.get("CENSUS_SECS"), census.areport_job)
 

@@ -14,6 +14,10 @@ DEFAULTS: dict[str, Any] = {
     # refreshed every third of it. Bounds how long a SIGKILLed worker still receives events.
     "LEASE_SECS": 60.0,
     "MAX_TOPICS_PER_CONNECTION": 128,
+    # First topic segments the operator opens to API publishers (realtime.policies): anyone may read
+    # `<name>.*`, and holders of realtime.publish_event may publish any type there but the control frames.
+    # Every other namespace is declared by the app that owns it, or refused.
+    "OPEN_NAMESPACES": [],
     # Frames held for one connection while its socket does not drain; past this the stream is closed
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,

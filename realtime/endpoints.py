@@ -7,7 +7,7 @@ module alone maps them to HTTP statuses (`STATUS_OF`).
 
 import time
 
-from realtime import auth, bodies, conf, peers
+from realtime import auth, bodies, conf, peers, policies
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import InvalidEvent, ReservedType
 from realtime.http import (
@@ -105,6 +105,12 @@ async def publish(request: Request, receive: Receive, send: Send) -> None:
         raise _invalid(exc) from None
     except ReservedType as exc:
         raise HttpError(403, "reserved_type", str(exc)) from None
+    open_names = conf.get("OPEN_NAMESPACES")
+    try:
+        for topic, event_type, _ in items:
+            policies.check_api_publish(topic, event_type, open_names)
+    except policies.PublishRefused as exc:
+        raise HttpError(403, "not_publishable", str(exc)) from None
     try:
         events = await apublish_many(items)
     except InvalidEvent as exc:

@@ -11,11 +11,11 @@ import contextlib
 import json
 import logging
 
-from realtime import auth, bodies, conf, servers, sse
+from realtime import auth, bodies, conf, policies, servers, sse
 from realtime.http import HttpError, Receive, Request, Send, check_method, endpoint
 from realtime.hub import RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
-from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics, check_readable
+from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics
 from realtime.worker import aget_worker
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     topics = _topics(request)
     caller = await auth.aauthenticate(request)
     try:
-        check_readable(topics, caller.member_id)
+        policies.check_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
     except ForbiddenTopic as exc:
         raise HttpError(403, "forbidden_topic", str(exc)) from None
 

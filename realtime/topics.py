@@ -1,13 +1,14 @@
-"""Topic names: how they are built, validated, and who may read them. Pure."""
+"""Topic names: how they are built and validated, and their channel-layer group names. Pure.
+
+Who may read a topic is realtime.policies' question.
+"""
 
 import hashlib
 import re
-from collections.abc import Iterable
 
 MAX_TOPIC_LENGTH = 100
 # Channels' group-name alphabet, lower-cased, dotted: a topic is used as a channel-layer group name as is.
 _TOPIC_RE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
-_MEMBER_PRIVATE_RE = re.compile(r"^member\.([0-9]+)\.")
 
 
 class InvalidTopic(ValueError):
@@ -43,13 +44,6 @@ def check_topic_count(count: int, limit: int) -> None:
         raise TooManyTopics(f"a connection may hold at most {limit} topics: unsubscribe from some first")
 
 
-def check_readable(topics: Iterable[str], member_id: int | None) -> None:
-    """Raise ForbiddenTopic for the first of `topics` a stream owned by `member_id` may not read."""
-    for topic in topics:
-        if not can_read(topic, member_id):
-            raise ForbiddenTopic(f"this stream may not read {topic!r}: it is another member's")
-
-
 # Channels accepts group names only SHORTER than 100 characters (FIELD-NOTES), topics may have 100.
 _MAX_GROUP_NAME = 99
 _HASHED_PREFIX = 60
@@ -66,14 +60,6 @@ def group_name(topic: str) -> str:
         return topic
     digest = hashlib.sha256(topic.encode()).hexdigest()[:32]
     return f"{topic[:_HASHED_PREFIX]}.{digest}"
-
-
-def can_read(topic: str, member_id: int | None) -> bool:
-    """Whether a stream owned by `member_id` (None: anonymous) may subscribe to a valid `topic`."""
-    match = _MEMBER_PRIVATE_RE.match(topic)
-    if match is None:
-        return True
-    return member_id is not None and int(match.group(1)) == member_id
 
 
 def video_likes(video_id: int) -> str:

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from realtime import conf, hooks, servers, sse
+from realtime import conf, hooks, policies, servers, sse
 from realtime.dispatcher import (
     EVENT,
     EVENTS,
@@ -38,7 +38,7 @@ from realtime.rpc import (
     Refused,
     Rpc,
 )
-from realtime.topics import ForbiddenTopic, TooManyTopics, check_readable, check_topic_count
+from realtime.topics import ForbiddenTopic, TooManyTopics, check_topic_count
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Worker:
             raise Refused(NOT_YOUR_CONNECTION, "this stream belongs to another member")
         if op == SUBSCRIBE:
             try:
-                check_readable(topics, conn.member_id)
+                policies.check_read(topics, conn.member_id, conf.get("OPEN_NAMESPACES"))
                 check_topic_count(len(conn.topics | set(topics)), self.max_topics)
             except ForbiddenTopic as exc:
                 raise Refused(FORBIDDEN_TOPIC, str(exc)) from None

@@ -25,6 +25,12 @@ EVENT = {"topic": "news.flash", "type": "news.posted", "data": {"n": 1}}
 CSRF = "k" * 32  # what a page would hold from Django's CSRF cookie
 
 
+@pytest.fixture(autouse=True)
+def _news_is_open(settings: Any) -> None:
+    # The operator's open namespace these tests publish to (realtime.policies: deny by default).
+    settings.REALTIME = {**settings.REALTIME, "OPEN_NAMESPACES": ["news"]}
+
+
 @pytest.fixture
 def publisher() -> User:
     user = User.objects.create_user("svc", password="pw-svc")
@@ -253,3 +259,37 @@ async def test_the_probes_answer_any_host_and_say_which_part_failed(
     assert response.status_code == 503
     assert response.json()["checks"]["database"].startswith("failed: RuntimeError")
     assert response.json()["checks"]["worker"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("topic", "event_type"),
+    [
+        ("video.1.likes", "like.created"),
+        ("presence.member.1", "presence.changed"),
+        ("member.1.inbox", "message.created"),
+    ],
+)
+async def test_the_platforms_own_topics_are_not_publishable_through_the_api(
+    client: httpx.AsyncClient, token: str, topic: str, event_type: str
+) -> None:
+    response = await client.post(
+        "/api/publish",
+        json={"topic": topic, "type": event_type, "data": {}},
+        headers={"Authorization": f"Token {token}"},
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "not_publishable"
+    assert "only" in response.json()["detail"]
+
+
+async def test_an_undeclared_namespace_is_neither_readable_nor_publishable(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    response = await client.get("/realtime/connect?topics=chat.room")
+    assert response.status_code == 403
+    assert "no app declares" in response.json()["detail"]
+    response = await client.post(
+        "/api/publish", json={**EVENT, "topic": "chat.room"}, headers={"Authorization": f"Token {token}"}
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "not_publishable"

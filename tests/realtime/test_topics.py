@@ -1,7 +1,7 @@
 import pytest
 
 from realtime import topics
-from realtime.topics import InvalidTopic, can_read, check_topic
+from realtime.topics import InvalidTopic, check_topic
 
 
 @pytest.mark.parametrize("name", ["video.42.likes", "presence.member.7", "a", "x-y_z.0", "a" * 100, "member.3.inbox"])
@@ -29,22 +29,6 @@ def test_valid_topics_pass(name):
 def test_invalid_topics_say_why(name, reason):
     with pytest.raises(InvalidTopic, match=reason):
         check_topic(name)
-
-
-@pytest.mark.parametrize(
-    ("topic", "member", "allowed"),
-    [
-        ("video.1.likes", None, True),
-        ("presence.member.7", None, True),
-        ("member.7.inbox", 7, True),
-        ("member.7.inbox", 8, False),
-        ("member.7.inbox", None, False),
-        ("member.77.inbox", 7, False),
-        ("member.7", 8, True),  # not under member.{id}.: a public topic
-    ],
-)
-def test_member_topics_are_private_to_their_member(topic, member, allowed):
-    assert can_read(topic, member) is allowed
 
 
 def test_builders_make_valid_topics():

@@ -43,8 +43,8 @@ def data_centres(site):
 
 async def test_a_like_published_in_dc1_reaches_a_subscriber_in_dc2_exactly_once(data_centres, tokens):
     dc1, dc2 = data_centres(2)
-    async with streams(SSEClient(dc2.url, topics=["video.1.likes"])) as (viewer,):
-        response = await publish(dc1.url, tokens["admin"], "video.1.likes", "like.created", {"n": 1})
+    async with streams(SSEClient(dc2.url, topics=["news.1.likes"])) as (viewer,):
+        response = await publish(dc1.url, tokens["admin"], "news.1.likes", "like.created", {"n": 1})
         assert response.status_code == 202
         frame = await viewer.next_event("like.created")
         assert frame.id == response.json()["ids"][0]
@@ -54,8 +54,8 @@ async def test_a_like_published_in_dc1_reaches_a_subscriber_in_dc2_exactly_once(
 
 async def test_a_publish_in_dc2_reaches_dc1(data_centres, tokens):
     dc1, dc2 = data_centres(2)
-    async with streams(SSEClient(dc1.url, topics=["video.2.comments"])) as (viewer,):
-        await publish(dc2.url, tokens["admin"], "video.2.comments", "comment.created", {"text": "from dc2"})
+    async with streams(SSEClient(dc1.url, topics=["news.2.comments"])) as (viewer,):
+        await publish(dc2.url, tokens["admin"], "news.2.comments", "comment.created", {"text": "from dc2"})
         assert (await viewer.next_event("comment.created")).json()["data"] == {"text": "from dc2"}
 
 
@@ -78,11 +78,11 @@ async def test_forged_replayed_and_unsigned_peer_requests_are_rejected(data_cent
     body = json.dumps(
         {
             "events": [
-                {"id": "1-dc1.x", "topic": "video.3.likes", "type": "like.created", "data": {}, "published_at": 1.0}
+                {"id": "1-dc1.x", "topic": "news.3.likes", "type": "like.created", "data": {}, "published_at": 1.0}
             ]
         }
     ).encode()
-    async with streams(SSEClient(dc2.url, topics=["video.3.likes"])) as (viewer,), httpx.AsyncClient() as http:
+    async with streams(SSEClient(dc2.url, topics=["news.3.likes"])) as (viewer,), httpx.AsyncClient() as http:
         url = dc2.url + PEER_PATH
         assert (await http.post(url, content=body)).status_code == 403
         forged = signed_headers("wrong-secret", "dc1", body, time.time())
@@ -112,9 +112,9 @@ async def test_forged_replayed_and_unsigned_peer_requests_are_rejected(data_cent
 async def test_with_dc2_down_dc1_still_delivers_locally_and_counts_the_failures(data_centres, tokens):
     dc1, dc2 = data_centres(2)
     dc2.stop()
-    async with streams(SSEClient(dc1.url, topics=["video.4.likes"])) as (viewer,):
+    async with streams(SSEClient(dc1.url, topics=["news.4.likes"])) as (viewer,):
         for n in range(3):
-            response = await publish(dc1.url, tokens["admin"], "video.4.likes", "like.created", {"n": n})
+            response = await publish(dc1.url, tokens["admin"], "news.4.likes", "like.created", {"n": n})
             assert response.status_code == 202
         for n in range(3):
             assert (await viewer.next_event("like.created")).json()["data"] == {"n": n}

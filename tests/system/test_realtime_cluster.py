@@ -21,34 +21,34 @@ def pair(redis_server, start_worker):
 
 async def test_subscriber_on_a_receives_event_published_through_b(pair, tokens):
     a, b = pair
-    async with streams(SSEClient(a.url, topics=["video.1.likes"])) as (client,):
-        response = await publish(b.url, tokens["admin"], "video.1.likes", "like.created", {"n": 1})
+    async with streams(SSEClient(a.url, topics=["news.1.likes"])) as (client,):
+        response = await publish(b.url, tokens["admin"], "news.1.likes", "like.created", {"n": 1})
         assert response.status_code == 202, response.text
         frame = await client.next_event("like.created")
         assert frame.json()["data"] == {"n": 1}
-        assert frame.json()["topic"] == "video.1.likes"
+        assert frame.json()["topic"] == "news.1.likes"
         assert frame.id == response.json()["ids"][0]
 
 
 async def test_subscription_sent_to_b_for_a_connection_held_by_a(pair, tokens):
     a, b = pair
     async with streams(SSEClient(a.url)) as (client,):
-        response = await subscribe(b.url, client.connection_id, ["video.7.comments", "video.7.likes"])
+        response = await subscribe(b.url, client.connection_id, ["news.7.comments", "news.7.likes"])
         assert response.status_code == 200, response.text
-        assert response.json()["topics"] == ["video.7.comments", "video.7.likes"]
-        await publish(b.url, tokens["admin"], "video.7.comments", "comment.created", {"text": "hi"})
+        assert response.json()["topics"] == ["news.7.comments", "news.7.likes"]
+        await publish(b.url, tokens["admin"], "news.7.comments", "comment.created", {"text": "hi"})
         assert (await client.next_event("comment.created")).json()["data"] == {"text": "hi"}
 
 
 async def test_a_worker_without_subscribers_of_a_topic_receives_nothing_for_it(pair, tokens):
     a, b = pair
-    async with streams(SSEClient(a.url, topics=["video.2.likes"]), SSEClient(b.url, topics=["video.3.likes"])) as (
+    async with streams(SSEClient(a.url, topics=["news.2.likes"]), SSEClient(b.url, topics=["news.3.likes"])) as (
         on_a,
         _on_b,
     ):
         before_a, before_b = await stats(a.url, tokens["admin"]), await stats(b.url, tokens["admin"])
         for n in range(5):
-            await publish(b.url, tokens["admin"], "video.2.likes", "like.created", {"n": n})
+            await publish(b.url, tokens["admin"], "news.2.likes", "like.created", {"n": n})
         for n in range(5):
             assert (await on_a.next_event("like.created")).json()["data"] == {"n": n}
         after_a, after_b = await stats(a.url, tokens["admin"]), await stats(b.url, tokens["admin"])
@@ -58,12 +58,12 @@ async def test_a_worker_without_subscribers_of_a_topic_receives_nothing_for_it(p
 
 async def test_unsubscribe_stops_delivery(pair, tokens):
     a, b = pair
-    async with streams(SSEClient(a.url, topics=["video.4.likes", "video.4.comments"])) as (client,):
-        response = await subscribe(b.url, client.connection_id, ["video.4.likes"], method="DELETE")
+    async with streams(SSEClient(a.url, topics=["news.4.likes", "news.4.comments"])) as (client,):
+        response = await subscribe(b.url, client.connection_id, ["news.4.likes"], method="DELETE")
         assert response.status_code == 200
-        assert response.json()["topics"] == ["video.4.comments"]
-        await publish(a.url, tokens["admin"], "video.4.likes", "like.created", {"n": 1})
-        await publish(a.url, tokens["admin"], "video.4.comments", "comment.created", {"n": 2})
+        assert response.json()["topics"] == ["news.4.comments"]
+        await publish(a.url, tokens["admin"], "news.4.likes", "like.created", {"n": 1})
+        await publish(a.url, tokens["admin"], "news.4.comments", "comment.created", {"n": 2})
         # Events on one topic pair arrive in publish order, so the comment proves the like was not sent.
         frame = await client.next_frame()
         assert (frame.event, frame.json()["data"]) == ("comment.created", {"n": 2})
@@ -71,8 +71,8 @@ async def test_unsubscribe_stops_delivery(pair, tokens):
 
 async def test_closing_the_last_stream_removes_the_local_entry_and_the_registration(pair, tokens):
     a, _b = pair
-    first = SSEClient(a.url, topics=["video.5.likes"])
-    second = SSEClient(a.url, topics=["video.5.likes"])
+    first = SSEClient(a.url, topics=["news.5.likes"])
+    second = SSEClient(a.url, topics=["news.5.likes"])
     async with streams(first, second):
         assert (await stats(a.url, tokens["admin"]))["registered_topics"] == 1
         await first.close()
@@ -94,10 +94,10 @@ async def test_sigkilled_worker_leaves_no_registration_after_the_lease(pair, red
     import redis.asyncio as aioredis
 
     a, b = pair
-    client = SSEClient(a.url, topics=["video.6.likes"])
+    client = SSEClient(a.url, topics=["news.6.likes"])
     await client.connect()
     store = aioredis.Redis.from_url(redis_server.url)
-    key = "livesite:group:video.6.likes"
+    key = "livesite:group:news.6.likes"
     # A live lease: the member is refreshed every third of the lease, so it never gets older than that.
     assert await store.zcard(key) == 1
     a.kill()
@@ -105,7 +105,7 @@ async def test_sigkilled_worker_leaves_no_registration_after_the_lease(pair, red
 
     async def registration_gone():
         # What a publisher sees: group_send prunes members older than the lease before sending.
-        await publish(b.url, tokens["admin"], "video.6.likes", "like.created", {})
+        await publish(b.url, tokens["admin"], "news.6.likes", "like.created", {})
         return await store.zcard(key) == 0
 
     await eventually(registration_gone, timeout=float(LEASE) + 5, interval=0.5)
@@ -118,10 +118,10 @@ async def test_bad_input_gets_a_json_4xx(pair, tokens, member_ids):
         cases = [
             (b"not json", 400),
             (b"[]", 400),
-            (b'{"connection_id": "x", "topics": "video.1.likes"}', 400),
+            (b'{"connection_id": "x", "topics": "news.1.likes"}', 400),
             (b'{"connection_id": "x", "topics": ["Video 1"]}', 400),
             (b'{"connection_id": "x", "topics": ["' + b"a" * 101 + b'"]}', 400),
-            (b'{"connection_id": "nope", "topics": ["video.1.likes"]}', 404),
+            (b'{"connection_id": "nope", "topics": ["news.1.likes"]}', 404),
         ]
         async with httpx.AsyncClient(timeout=10) as http:
             for body, status in cases:
@@ -132,11 +132,11 @@ async def test_bad_input_gets_a_json_4xx(pair, tokens, member_ids):
             response = await subscribe(
                 b.url,
                 alice.connection_id,
-                ["video.1.likes"],
+                ["news.1.likes"],
                 headers={"Authorization": f"Token {tokens['bob']}"},
             )
             assert response.status_code == 403, response.text
-            response = await subscribe(a.url, alice.connection_id, ["video.1.likes"])
+            response = await subscribe(a.url, alice.connection_id, ["news.1.likes"])
             assert response.status_code == 403, response.text
             # A member-private topic of someone else.
             headers = {"Authorization": f"Token {tokens['alice']}"}
@@ -198,15 +198,15 @@ async def test_stream_headers_retry_and_keepalive(redis_server, start_worker):
 
 async def test_events_on_one_topic_arrive_in_order_with_increasing_ids(pair, tokens):
     a, b = pair
-    async with streams(SSEClient(a.url, topics=["video.8.likes"])) as (client,):
+    async with streams(SSEClient(a.url, topics=["news.8.likes"])) as (client,):
         await asyncio.gather(
-            *(publish(b.url, tokens["admin"], "video.8.likes", "like.created", {"n": n}) for n in range(3))
+            *(publish(b.url, tokens["admin"], "news.8.likes", "like.created", {"n": n}) for n in range(3))
         )
         async with httpx.AsyncClient() as http:
             response = await http.post(
                 f"{b.url}/api/publish",
                 json={
-                    "events": [{"topic": "video.8.likes", "type": "like.created", "data": {"n": n}} for n in range(20)]
+                    "events": [{"topic": "news.8.likes", "type": "like.created", "data": {"n": n}} for n in range(20)]
                 },
                 headers={"Authorization": f"Token {tokens['admin']}"},
             )
@@ -221,14 +221,14 @@ async def test_events_on_one_topic_arrive_in_order_with_increasing_ids(pair, tok
 
 async def test_a_batch_to_many_topics_costs_one_message_per_hosting_worker(pair, tokens):
     a, b = pair
-    on_a = SSEClient(a.url, topics=[f"room.{n}" for n in range(10)])
-    on_b = SSEClient(b.url, topics=[f"room.{n}" for n in range(10, 20)])
+    on_a = SSEClient(a.url, topics=[f"news.room{n}" for n in range(10)])
+    on_b = SSEClient(b.url, topics=[f"news.room{n}" for n in range(10, 20)])
     async with streams(on_a, on_b):
         before = {w.url: await stats(w.url, tokens["admin"]) for w in (a, b)}
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.post(
                 f"{a.url}/api/publish",
-                json={"events": [{"topic": f"room.{n}", "type": "said", "data": {"n": n}} for n in range(30)]},
+                json={"events": [{"topic": f"news.room{n}", "type": "said", "data": {"n": n}} for n in range(30)]},
                 headers={"Authorization": f"Token {tokens['admin']}"},
             )
         assert response.status_code == 202
@@ -245,9 +245,9 @@ async def test_a_batch_to_many_topics_costs_one_message_per_hosting_worker(pair,
 async def test_a_live_worker_keeps_its_registrations_past_many_leases(redis_server, start_worker, tokens):
     a = start_worker(redis_server.url, name="a", REALTIME_LEASE_SECS="1")
     b = start_worker(redis_server.url, name="b", REALTIME_LEASE_SECS="1")
-    async with streams(SSEClient(a.url, topics=["video.10.likes"])) as (client,):
+    async with streams(SSEClient(a.url, topics=["news.10.likes"])) as (client,):
         # Time itself is what is under test: three leases pass, refreshed every third of one.
         await asyncio.sleep(3.5)
-        response = await publish(b.url, tokens["admin"], "video.10.likes", "like.created", {"n": 1})
+        response = await publish(b.url, tokens["admin"], "news.10.likes", "like.created", {"n": 1})
         assert response.status_code == 202
         assert (await client.next_event("like.created")).json()["data"] == {"n": 1}
