@@ -32,6 +32,17 @@ class RealtimeConfig(AppConfig):
             post_delete.connect(tokens.on_permissions_changed, sender=model, dispatch_uid=f"realtime.tokens.{model}")
         setting_changed.connect(_settings_changed, dispatch_uid="realtime.tokens.settings")
 
+        from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import pre_save
+
+        from realtime import revocation
+
+        # Revocation that takes effect on open streams, on every worker.
+        user_logged_out.connect(revocation.on_logged_out, dispatch_uid="realtime.revocation.logout")
+        post_delete.connect(revocation.on_token_deleted, sender=Token, dispatch_uid="realtime.revocation.token")
+        pre_save.connect(revocation.on_user_saving, sender=user_model, dispatch_uid="realtime.revocation.user")
+        post_delete.connect(revocation.on_user_deleted, sender=user_model, dispatch_uid="realtime.revocation.gone")
+
 
 def _settings_changed(setting: str, **kwargs: object) -> None:
     if setting == "REALTIME":

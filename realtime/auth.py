@@ -20,7 +20,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import CaseInsensitiveMapping
 from django.utils.module_loading import import_string
 
-from realtime import conf, peers, tokens
+from realtime import conf, peers, revocation, tokens
 from realtime.http import HttpError, Request
 
 PUBLISH_PERMISSION = "realtime.publish_event"
@@ -34,6 +34,9 @@ class Caller:
     member_id: int | None
     user: tokens.User | None = None
     scheme: str = "anonymous"  # "anonymous" | "session" | "token"
+    # Which credential it came with, as realtime.revocation names it (never the secret itself): a stream
+    # opened with it is closed when that credential is revoked.
+    credential: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -61,13 +64,11 @@ async def aauthenticate(request: Request) -> Caller:
     authorization = request.header("authorization")
     if authorization:
         key = token_from_authorization(authorization)
-        found = None
-        if key is not None:
-            found = tokens.cached(key) or await _alookup_token(key)
-        if found is None:
+        found = None if key is None else tokens.cached(key) or await _alookup_token(key)
+        if key is None or found is None:
             raise HttpError(401, "invalid_token", "invalid token: send 'Authorization: Token <key>' with a valid key")
         user = found[0]
-        return Caller(user.pk, user, "token")
+        return Caller(user.pk, user, "token", revocation.token_credential(key))
     session_key = _session_key(request.header("cookie"))
     if session_key is None:
         return ANONYMOUS
@@ -78,7 +79,7 @@ async def aauthenticate(request: Request) -> Caller:
         reason = csrf_failure(request)
         if reason is not None:
             raise HttpError(403, "csrf_failed", f"CSRF check failed: {reason} (send the X-CSRFToken header)")
-    return Caller(session_user.pk, session_user, "session")
+    return Caller(session_user.pk, session_user, "session", revocation.session_credential(session_key))
 
 
 def can_publish(caller: Caller) -> bool:

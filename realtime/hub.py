@@ -70,11 +70,15 @@ class Connection:
     letting one stalled reader grow the worker's memory or delay anybody else's fan-out.
     """
 
-    __slots__ = ("closed", "id", "member_id", "overflowed", "task", "topics", "writer")
+    __slots__ = ("closed", "credential", "id", "member_id", "overflowed", "task", "topics", "writer")
 
-    def __init__(self, connection_id: str, member_id: int | None, writer: StreamWriter) -> None:
+    def __init__(
+        self, connection_id: str, member_id: int | None, writer: StreamWriter, credential: str | None = None
+    ) -> None:
         self.id = connection_id
         self.member_id = member_id
+        # The credential the stream was opened with (realtime.revocation names it): revoking it closes the stream.
+        self.credential = credential
         self.writer = writer
         self.topics: set[str] = set()
         self.closed = False

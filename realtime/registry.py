@@ -40,11 +40,14 @@ class Registry:
         channel: str,
         hosted: Callable[[], Collection[str]],
         *,
+        always: Collection[str] = (),
         max_concurrent_calls: int = MAX_CONCURRENT_CALLS,
     ) -> None:
         self.dispatcher = dispatcher
         self.channel = channel
         self.hosted = hosted
+        # Registered for the worker's whole life whatever its streams hold (the control group).
+        self.always = frozenset(always)
         self.registered: set[str] = set()
         # Set by any failure, cleared by a successful resync: the worker then resyncs every second.
         self.out_of_step = False
@@ -76,7 +79,7 @@ class Registry:
         users[0] += 1
         try:
             async with lock:
-                wanted = topic in self.hosted()
+                wanted = topic in self.always or topic in self.hosted()
                 if wanted and topic not in self.registered:
                     await self._call(self.dispatcher.aregister(topic, self.channel))
                     self.registered.add(topic)
@@ -106,7 +109,7 @@ class Registry:
     async def aresync(self) -> None:
         """Make the store match the hub as a whole: renew every hosted topic's lease, add the missing ones,
         withdraw the ones no longer hosted. Pipelined per Redis shard; raises on failure (out of step stays)."""
-        hosted = set(self.hosted())
+        hosted = set(self.hosted()) | self.always
         stale = self.registered - hosted
         topics = list(hosted)
         try:
@@ -121,8 +124,9 @@ class Registry:
             self.stats["registry_failures"] += 1
             raise RegistryUnavailable(f"the real-time registry is unreachable: {exc}") from exc
         # Topics that came or went meanwhile were handled by their own _sync; only what this pass did counts.
-        self.registered |= hosted & set(self.hosted())
-        self.registered -= stale - set(self.hosted())
+        now_hosted = set(self.hosted()) | self.always
+        self.registered |= hosted & now_hosted
+        self.registered -= stale - now_hosted
         if self.out_of_step:
             logger.info("worker %s: registrations repaired (%d topics)", self.channel, len(hosted))
             self.stats["registry_resyncs"] += 1

@@ -48,7 +48,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     except ForbiddenTopic as exc:
         raise HttpError(403, "forbidden_topic", str(exc)) from None
 
-    member_id = caller.member_id
+    member_id, credential = caller.member_id, caller.credential
     del request, caller  # Held by this frame for the stream's life otherwise.
 
     worker = await aget_worker()
@@ -56,7 +56,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     # Headers leave the server only with the first body chunk: send the retry hint at once.
     await send(body(sse.retry(conf.get("RETRY_MS"))))
     writer = servers.stream_writer(send, max_pending=conf.get("MAX_PENDING_FRAMES"))
-    conn = Connection(worker.new_connection_id(), member_id, writer)
+    conn = Connection(worker.new_connection_id(), member_id, writer, credential)
     lingering = False
     try:
         try:

@@ -98,6 +98,13 @@ class TokenCache:
                 for stale in [k for k, (_, user, _) in self._entries.items() if user.pk == user_id]:
                     del self._entries[stale]
 
+    def forget_matching(self, matches: Callable[[str], bool]) -> None:
+        """Drop every entry whose key `matches` (a revocation names a token by its digest, not its key)."""
+        with self._lock:
+            self.generation += 1
+            for stale in [key for key in self._entries if matches(key)]:
+                del self._entries[stale]
+
     def clear(self) -> None:
         with self._lock:
             self.generation += 1

@@ -10,12 +10,13 @@ hooks other apps registered (realtime.hooks).
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from realtime import conf, hooks, policies, servers, sse
+from realtime import conf, hooks, policies, revocation, servers, sse, tokens
 from realtime.dispatcher import (
     EVENT,
     EVENTS,
@@ -76,14 +77,14 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = False
-        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0}
+        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0, "revoked_streams": 0}
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def astart(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = await self.dispatcher.anew_worker_channel()
-        self.registry = Registry(self.dispatcher, self.channel, self._hosted)
+        self.registry = Registry(self.dispatcher, self.channel, self._hosted, always=[revocation.CONTROL_GROUP])
         self.rpc = Rpc(self.dispatcher, self.channel, timeout_secs=self.rpc_timeout_secs)
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
@@ -101,6 +102,8 @@ class Worker:
             )
         for background in hooks.background_tasks:
             self._tasks.append(self._task(self._forever(background), name=f"realtime-{background.__name__}"))
+        # Revocations reach every worker through the control group: joined before the first stream is served.
+        await self.registry.async_topics([revocation.CONTROL_GROUP])
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self, *, timeout_secs: float = 5.0) -> None:
@@ -193,6 +196,32 @@ class Worker:
         """Whether the receive loop runs (it restarts itself after errors; done only if it crashed or stopped)."""
         return bool(self._tasks) and not self._tasks[0].done()
 
+    def _revoke(self, frame: bytes) -> None:
+        """Close every local stream a revocation names (by member or by credential), saying why."""
+        try:
+            order = json.loads(frame)
+            member, credential, reason = order.get("member"), order.get("credential"), str(order.get("reason", ""))
+        except (ValueError, AttributeError):
+            logger.warning("worker %s ignored a malformed revocation", self.channel)
+            return
+        # This process must stop accepting the credential at once too, not when its token cache expires.
+        cache = tokens.get_cache()
+        if member is not None:
+            cache.forget(user_id=member)
+        if credential:
+            cache.forget_matching(lambda key: revocation.token_credential(key) == credential)
+        closing = [
+            conn
+            for conn in self.hub.connections.values()
+            if (member is not None and conn.member_id == member) or (credential and conn.credential == credential)
+        ]
+        final = sse.frame(json.dumps({"reason": reason}), event="revoked")
+        for conn in closing:
+            conn.close(final)
+        self.stats["revoked_streams"] += len(closing)
+        if closing:
+            logger.info("worker %s closed %d streams: %s", self.channel, len(closing), reason)
+
     def _hosted(self) -> dict[str, set[Connection]]:
         return self.hub.topics
 
@@ -213,6 +242,10 @@ class Worker:
                     # A round's events for this worker, or one topic's (the in-memory layer's group_send).
                     pairs = message["events"] if kind == EVENTS else [(message["topic"], message["frames"])]
                     for topic, frames in pairs:
+                        if topic == revocation.CONTROL_GROUP:
+                            for frame in frames:
+                                self._revoke(frame)
+                            continue
                         self.stats["received_events"] += len(frames)
                         await self.outbox.put(topic, frames)
                 elif kind == RPC:
@@ -303,7 +336,7 @@ class Worker:
             "time": time.time() if now is None else now,
             "connections": len(self.hub.connections),
             "topics": len(self.hub.topics),
-            "registered_topics": len(self.registry.registered),
+            "registered_topics": len(self.registry.registered - self.registry.always),  # the control group aside
             "members": len(self.hub.members),
             "writers": dict(self.hub.writers),
             **self.stats,
