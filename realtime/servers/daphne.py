@@ -19,6 +19,7 @@ tests/system/test_servers.py fails, since under the pinned versions the direct p
 """
 
 import asyncio
+import json
 import logging
 import sys
 from collections import deque
@@ -226,7 +227,6 @@ def guard_requests(*, limit_for: Callable[[bytes], int], deadline_secs: float) -
     if "twisted.internet.reactor" not in sys.modules:
         return False
     import io
-    import json
 
     from daphne import http_protocol
     from twisted.internet import reactor
@@ -289,16 +289,53 @@ def guard_requests(*, limit_for: Callable[[bytes], int], deadline_secs: float) -
                 return
             self.livesite_refused = True
             self.livesite_stop_deadline()
-            body = json.dumps({"detail": detail, "code": code}).encode()
             reason = {408: b"Request Timeout", 413: b"Content Too Large"}[status]
-            head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
-                status,
-                reason,
-                len(body),
-            )
-            self.channel.transport.write(head + b"connection: close\r\n\r\n" + body)
+            self.channel.transport.write(_json_refusal(status, reason, code, detail))
             logger.warning("refused a request (%d %s) from %s", status, code, self.client)
             self.channel.loseConnection()
 
     http_protocol.WebRequest = GuardedRequest
+    _guard_channels(http_protocol)
     return True
+
+
+def _json_refusal(status: int, reason: bytes, code: str, detail: str) -> bytes:
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (status, reason, len(body))
+    return head + b"connection: close\r\n\r\n" + body
+
+
+def _guard_channels(http_protocol: Any) -> None:
+    """Headers Twisted refuses before any request exists get a JSON answer too, instead of a dropped
+    connection (a line past 16 KiB) or a bare `400 Bad Request` (headers past 16 KiB in all, a malformed line).
+
+    Daphne builds each connection's Twisted HTTPChannel in HTTPFactory.buildProtocol; the channel's class is
+    swapped for a subclass there (no per-connection object: 100,000 streams cost nothing more).
+    """
+    from twisted.web import http
+
+    class GuardedChannel(http.HTTPChannel):
+        # Twisted's transport and channel through their zope interfaces: Any, as mypy misreads them.
+        def lineLengthExceeded(self, line: bytes) -> None:
+            channel: Any = self
+            detail = f"a request or header line is longer than {channel.MAX_LENGTH:,} bytes"
+            channel.transport.write(_json_refusal(431, b"Request Header Fields Too Large", "header_too_large", detail))
+            channel.transport.loseConnection()
+
+        def _respondToBadRequestAndDisconnect(self) -> None:
+            channel: Any = self
+            detail = f"the request line or headers are malformed, or past {channel.totalHeadersSize:,} bytes in all"
+            channel.transport.write(_json_refusal(400, b"Bad Request", "bad_request", detail))
+            channel.loseConnection()
+
+    factory: Any = http_protocol.HTTPFactory
+    build = factory.buildProtocol
+
+    def buildProtocol(self: Any, addr: Any) -> Any:
+        protocol = build(self, addr)
+        channel = getattr(protocol, "_channel", None)
+        if type(channel) is http.HTTPChannel:
+            channel.__class__ = GuardedChannel
+        return protocol
+
+    factory.buildProtocol = buildProtocol
