@@ -25,7 +25,7 @@ from likes.serializers import (
     VideoSerializer,
 )
 from likes.viewers import viewer_counts
-from livesite.errors import body_of
+from livesite.errors import body_of, check_rate
 
 
 class VideoNotFound(NotFound):
@@ -73,6 +73,7 @@ WRITE_ERRORS = {
     **ERRORS,
     403: OpenApiResponse(ErrorSerializer, description="not signed in ('not_authenticated'), or a failed CSRF check"),
     409: OpenApiResponse(ErrorSerializer, description="the video has ended ('video_ended')"),
+    429: OpenApiResponse(ErrorSerializer, description="too many in a short time ('rate_limited', Retry-After)"),
 }
 
 
@@ -131,8 +132,10 @@ class LikeView(APIView):
     )
     def post(self, request: Request, video_id: str) -> Response:
         video = get_video(video_id)
+        member = member_of(request)
+        check_rate("like", f"member:{member.pk}")  # hearts, not a flood: REALTIME_RATE_LIMITS like
         try:
-            count = services.like_video(video, member_of(request))
+            count = services.like_video(video, member)
         except services.VideoNotLive:
             raise VideoEnded from None
         return Response(LikeResultSerializer({"count": count}).data, status=status.HTTP_201_CREATED)
@@ -168,10 +171,12 @@ class CommentsView(generics.ListCreateAPIView):
     )
     def post(self, request: Request, video_id: str) -> Response:
         video = get_video(video_id)
+        member = member_of(request)
+        check_rate("comment", f"member:{member.pk}")
         data = CommentInputSerializer(data=body_of(request, COMMENT_TOO_LARGE))
         data.is_valid(raise_exception=True)
         try:
-            comment = services.post_comment(video, member_of(request), data.validated_data["text"])
+            comment = services.post_comment(video, member, data.validated_data["text"])
         except services.VideoNotLive:
             raise VideoEnded from None
         except services.InvalidComment as exc:

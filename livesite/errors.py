@@ -8,11 +8,12 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from realtime import limits
 from realtime.http import is_database_unavailable
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,20 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     else:
         response.data = {"detail": "Invalid input: see 'errors'.", "code": "invalid", "errors": data}
     return response
+
+
+class RateLimited(Throttled):
+    """429 with Retry-After (DRF sets it from `wait`), in the code the real-time endpoints use too."""
+
+    default_code = "rate_limited"
+
+
+def check_rate(scope: str, who: str) -> None:
+    """Sync, for DRF views: count one action; raise RateLimited (429) past the scope's rate."""
+    try:
+        limits.hit(scope, who)
+    except limits.Limited as exc:
+        raise RateLimited(wait=exc.retry_after_secs, detail=str(exc)) from None
 
 
 class BodyTooLarge(APIException):

@@ -26,6 +26,18 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _rates(value: str) -> dict[str, str]:
+    from realtime.conf import DEFAULTS  # Imported here: a pure table, no Django needed.
+
+    rates = dict(DEFAULTS["RATE_LIMITS"])
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        scope, sep, rate = item.partition("=")
+        if not sep or scope.strip() not in rates:
+            raise ValueError(f"REALTIME_RATE_LIMITS entry {item!r} is not scope=rate with a scope of {sorted(rates)}")
+        rates[scope.strip()] = rate.strip()
+    return rates
+
+
 def _peers(value: str, self_name: str) -> dict[str, str]:
     from realtime.peers import parse_peers  # Imported here: pure module, no Django needed.
 
@@ -226,6 +238,8 @@ REALTIME = {
     "LEASE_SECS": REALTIME_LEASE_SECS,
     "MAX_TOPICS_PER_CONNECTION": _env_int("REALTIME_MAX_TOPICS_PER_CONNECTION", 128),
     "OPEN_NAMESPACES": [n.strip() for n in os.environ.get("REALTIME_OPEN_NAMESPACES", "").split(",") if n.strip()],
+    # "scope=rate,...", e.g. "like=20/s,sign_in=5/m" or "connect=0" (off); unnamed scopes keep their defaults.
+    "RATE_LIMITS": _rates(os.environ.get("REALTIME_RATE_LIMITS", "")),
     "MAX_PENDING_FRAMES": _env_int("REALTIME_MAX_PENDING_FRAMES", 1000),
     "RETRY_MS": _env_int("REALTIME_RETRY_MS", 2000),
     "REQUEST_DEADLINE_SECS": _env_float("REALTIME_REQUEST_DEADLINE_SECS", 30),

@@ -18,6 +18,16 @@ DEFAULTS: dict[str, Any] = {
     # `<name>.*`, and holders of realtime.publish_event may publish any type there but the control frames.
     # Every other namespace is declared by the app that owns it, or refused.
     "OPEN_NAMESPACES": [],
+    # Rates per scope (realtime.limits), "N/s", "N/m" or "N/h"; "" or "0": not limited. Who is counted: the
+    # client address for connect and sign_in, the member (else the address) for the others.
+    "RATE_LIMITS": {
+        "connect": "30/s",
+        "subscribe": "50/s",
+        "publish": "2000/s",
+        "like": "10/s",
+        "comment": "2/s",
+        "sign_in": "10/m",
+    },
     # Frames held for one connection while its socket does not drain; past this the stream is closed
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,

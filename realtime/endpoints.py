@@ -7,7 +7,7 @@ module alone maps them to HTTP statuses (`STATUS_OF`).
 
 import time
 
-from realtime import auth, bodies, conf, peers, policies
+from realtime import auth, bodies, conf, limits, peers, policies
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import InvalidEvent, ReservedType
 from realtime.http import (
@@ -50,6 +50,11 @@ STATUS_OF = {
 UNAVAILABLE = "the real-time dispatcher is unreachable; retry shortly (events not listed as sent were not sent)"
 
 
+def _who(caller: auth.Caller, request: Request) -> str:
+    """What a rate limit counts: the member, else the client address."""
+    return f"member:{caller.member_id}" if caller.member_id is not None else f"address:{request.client_address}"
+
+
 def _refusal(exc: Refused) -> HttpError:
     status = STATUS_OF[exc.code]
     return HttpError(status, exc.code, exc.message, headers=[(b"retry-after", b"1")] if status == 503 else ())
@@ -65,6 +70,7 @@ async def subscriptions(request: Request, receive: Receive, send: Send) -> None:
     check_method(request, ("POST", "DELETE"))
     await aread_body(request, receive, SUBSCRIPTION_BODY_LIMIT)
     caller = await auth.aauthenticate(request)
+    await limits.ahit("subscribe", _who(caller, request))
     check_json_content_type(request)
     try:
         connection_id, topics = bodies.subscription(
@@ -98,6 +104,7 @@ async def publish(request: Request, receive: Receive, send: Send) -> None:
         )
     if not auth.can_publish(caller):
         raise HttpError(403, "permission_denied", f"publishing needs the '{auth.PUBLISH_PERMISSION}' permission")
+    await limits.ahit("publish", _who(caller, request))
     check_json_content_type(request)
     try:
         items = bodies.publish(parse_json(request.body))

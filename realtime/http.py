@@ -10,6 +10,7 @@ done here once, for all of them: the Host check (ALLOWED_HOSTS), a body read wit
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http.request import split_domain_port, validate_host
+
+from realtime import limits
 
 # ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary
 # (asgiref.typing's TypedDicts require keys the spec makes optional, such as `more_body`). The shapes are
@@ -91,6 +94,11 @@ class Request:
 
     def header(self, name: str) -> str:
         return self.headers.get(name, "")
+
+    @property
+    def client_address(self) -> str:
+        client = self.scope.get("client")
+        return limits.client_address(client[0] if client else None, self.header("x-forwarded-for"))
 
     def query(self, name: str) -> list[str]:
         """Every value of a query parameter, in order."""
@@ -247,6 +255,9 @@ def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]], *, ho
             await handler(_checked(Request(scope)) if hosts_checked else Request(scope), receive, send)
         except HttpError as error:
             await asend_error(send, error)
+        except limits.Limited as exc:
+            retry_after = str(max(1, math.ceil(exc.retry_after_secs))).encode()
+            await asend_error(send, HttpError(429, "rate_limited", str(exc), headers=[(b"retry-after", retry_after)]))
         except ClientGone:
             return
         except Exception as exc:

@@ -71,6 +71,7 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         403: "a topic this stream may not read",
         405: "not GET",
         409: "more topics than REALTIME_MAX_TOPICS_PER_CONNECTION",
+        429: "too many streams opened from this address (REALTIME_RATE_LIMITS connect)",
     },
     ("/realtime/subscriptions", "post"): {
         **COMMON,
@@ -80,6 +81,7 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         405: "not POST or DELETE",
         409: "the stream would hold more than REALTIME_MAX_TOPICS_PER_CONNECTION topics",
         415: "not application/json",
+        429: "too many subscription requests (REALTIME_RATE_LIMITS subscribe)",
     },
     ("/api/publish", "post"): {
         **COMMON,
@@ -87,6 +89,7 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         403: "no realtime.publish_event permission, a failed CSRF check, or a control type ('reserved_type')",
         405: "not POST",
         415: "not application/json",
+        429: "too many publishes (REALTIME_RATE_LIMITS publish)",
         503: "the dispatcher (Redis) is unreachable; nothing was sent",
     },
     ("/realtime/peer/events", "post"): {

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 
-from realtime import auth, bodies, conf, policies, servers, sse
+from realtime import auth, bodies, conf, limits, policies, servers, sse
 from realtime.http import HttpError, Receive, Request, Send, check_method, endpoint
 from realtime.hub import RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
@@ -41,6 +41,7 @@ def _topics(request: Request) -> list[str]:
 async def stream(request: Request, receive: Receive, send: Send) -> None:
     """GET /realtime/connect[?topics=a,b]: the one SSE stream of a client."""
     check_method(request, ("GET",))
+    await limits.ahit("connect", request.client_address)
     topics = _topics(request)
     caller = await auth.aauthenticate(request)
     try:

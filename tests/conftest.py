@@ -1,10 +1,11 @@
 """Fixtures for every test."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from realtime import tokens
+from realtime import limits, tokens
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,11 @@ def _fresh_token_cache() -> Iterator[None]:
     tokens.reset_cache()
     yield
     tokens.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings: Any) -> None:
+    # Tests act faster than any member; the limits have their own tests (tests/realtime/test_limits.py),
+    # which set the rates they check. Counters of the embedded default start empty in each test.
+    settings.REALTIME = {**settings.REALTIME, "RATE_LIMITS": dict.fromkeys(settings.REALTIME["RATE_LIMITS"], "")}
+    limits._memory = limits.MemoryCounters()

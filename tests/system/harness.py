@@ -160,6 +160,8 @@ def base_env(tmp: Path, **overrides: str) -> dict[str, str]:
         # The test deployment's own namespaces, open to API publishers (realtime.policies): the apps declare
         # video.*, presence.*, member.* and census.* themselves.
         REALTIME_OPEN_NAMESPACES="news,t,big,fault,servers,hostile",
+        # Tests act faster than members; tests/system/test_limits.py sets the rates it checks.
+        REALTIME_RATE_LIMITS="connect=0,subscribe=0,publish=0,like=0,comment=0,sign_in=0",
     )
     env.update(overrides)
     return env
