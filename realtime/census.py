@@ -6,6 +6,7 @@ comparison with the last announced total happen in one atomic step, so when a to
 worker learns it and publishes `census.changed` on `census.<topic>`.
 """
 
+import math
 import re
 import time
 from typing import Any, Protocol
@@ -15,14 +16,16 @@ from realtime import stores
 CENSUS_PREFIX = "census."
 STALE_AFTER_INTERVALS = 3
 
-# KEYS: census hashes then last-announced keys, one pair per topic. ARGV: worker, now, stale_before, counts...
+# KEYS: census hashes then last-announced keys, one pair per topic. ARGV: worker, now, stale_before, ttl,
+# counts... Both keys live only as long as a report can stay fresh (ttl): a topic nobody counts any more is
+# forgotten, so streams to made-up topics cannot pile up keys.
 _REPORT_LUA = """
 local n = #KEYS / 2
-local worker, now, stale_before = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local worker, now, stale_before, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local changed = {}
 for i = 1, n do
   local census, last = KEYS[i], KEYS[n + i]
-  local count = tonumber(ARGV[3 + i])
+  local count = tonumber(ARGV[4 + i])
   if count > 0 then
     redis.call('HSET', census, worker, count .. ':' .. now)
   else
@@ -39,13 +42,15 @@ for i = 1, n do
       total = total + tonumber(string.sub(value, 1, sep - 1))
     end
   end
-  redis.call('EXPIRE', census, 3600)
+  if redis.call('HLEN', census) > 0 then
+    redis.call('EXPIRE', census, ttl)
+  end
   local previous = redis.call('GET', last)
   if previous ~= tostring(total) then
-    redis.call('SET', last, total, 'EX', 3600)
     table.insert(changed, i)
     table.insert(changed, total)
   end
+  redis.call('SET', last, total, 'EX', ttl)
 end
 return changed
 """
@@ -77,7 +82,18 @@ class MemoryCensus:
             if self.announced.get(topic) != total:
                 self.announced[topic] = total
                 changed[topic] = total
+        self._forget(stale_before)
         return changed
+
+    def _forget(self, stale_before: float) -> None:
+        # Bounded like the Redis keys: stale reports go, and a topic with none left (its zero announced) too.
+        for topic in list(self.reports):
+            reports = self.reports[topic]
+            for worker in [w for w, (_, at) in reports.items() if at < stale_before]:
+                del reports[worker]
+            if not reports and self.announced.get(topic, 0) == 0:
+                del self.reports[topic]
+                self.announced.pop(topic, None)
 
     async def atotal(self, topic: str, stale_before: float) -> int:
         reports = self.reports.get(topic, {})
@@ -100,7 +116,8 @@ class RedisCensus:
         if self._script is None:
             self._script = redis.register_script(_REPORT_LUA)
         keys = [f"{self.prefix}:{t}" for t in topics] + [f"{self.prefix}-last:{t}" for t in topics]
-        args: list[Any] = [worker, repr(now), repr(stale_before), *(counts[t] for t in topics)]
+        ttl = max(1, math.ceil(now - stale_before) + 1)
+        args: list[Any] = [worker, repr(now), repr(stale_before), ttl, *(counts[t] for t in topics)]
         flat = await self._script(keys=keys, args=args, client=redis)
         return {topics[int(flat[i]) - 1]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 

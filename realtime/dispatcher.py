@@ -240,6 +240,16 @@ class Dispatcher:
         self.stats["published"] += len(frames)
         self.stats["worker_messages"] += 1
 
+    async def ais_member(self, group: str, channel: str) -> bool:
+        """Whether `channel` holds a live lease in `group` (one read, no write): is that worker alive?"""
+        name = group_name(group)
+        if self._direct:
+            layer: Any = self.layer  # channels-redis' layer: its shard and key helpers, as group_send uses them
+            score = await layer.connection(layer.consistent_hash(name)).zscore(layer._group_key(name), channel)
+            return score is not None and float(score) > time.time() - layer.group_expiry
+        groups: Any = getattr(self.layer, "groups", {})  # the in-memory layer: group -> {channel: joined at}
+        return channel in groups.get(name, {})
+
     async def asend(self, worker_channel: str, message: LayerMessage) -> None:
         await self.layer.send(worker_channel, message)
 

@@ -16,6 +16,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from redis.exceptions import RedisError
+
 from realtime import conf, hooks, policies, revocation, servers, sse, tokens
 from realtime.dispatcher import (
     EVENT,
@@ -157,7 +159,9 @@ class Worker:
         _, _, channel = connection_id.partition("~")
         if channel == self.channel:
             return await self._change_local(connection_id, op, topics, member_id)
-        if not is_worker_channel(channel):
+        # A worker that is not in the control group is not alive (or never was): refused at once, without a
+        # message to a channel nobody reads (it held the request for the RPC timeout and left a Redis key).
+        if not is_worker_channel(channel) or not await self._alive(channel):
             raise Refused(UNKNOWN_CONNECTION, "no open stream has this connection_id: open /realtime/connect again")
         request = {"op": op, "connection_id": connection_id, "topics": topics, "member_id": member_id}
         result: list[str] = await self.rpc.acall(channel, request)
@@ -221,6 +225,12 @@ class Worker:
         self.stats["revoked_streams"] += len(closing)
         if closing:
             logger.info("worker %s closed %d streams: %s", self.channel, len(closing), reason)
+
+    async def _alive(self, channel: str) -> bool:
+        try:
+            return await self.dispatcher.ais_member(revocation.CONTROL_GROUP, channel)
+        except (RedisError, OSError) as exc:
+            raise Refused(UNAVAILABLE, f"the real-time layer is unreachable ({exc}): retry shortly") from None
 
     def _hosted(self) -> dict[str, set[Connection]]:
         return self.hub.topics

@@ -42,3 +42,26 @@ def test_census_counts_matching_topics_and_reports_zero_once_after_the_last_leav
     assert census.counts({}) == {"video.1.likes": 0}
     assert census.counts({}) == {}
     assert Census(MemoryCensus(), "", 5.0).counts(topics) == {}
+
+
+async def test_a_topic_nobody_counts_any_more_is_forgotten():
+    memory = MemoryCensus()
+    await memory.areport("w1", {"video.9.likes": 1}, now=100.0, stale_before=85.0)
+    await memory.areport("w1", {"video.9.likes": 0}, now=105.0, stale_before=90.0)
+    await memory.areport("w1", {}, now=200.0, stale_before=185.0)
+    assert memory.reports == {}
+    assert memory.announced == {}
+
+
+async def test_census_keys_in_redis_live_only_as_long_as_a_report_stays_fresh():
+    server = RedisServer().start()
+    try:
+        store = RedisCensus(server.url)
+        await store.areport("w1", {"video.9.likes": 1}, now=100.0, stale_before=85.0)
+        from realtime import stores
+
+        client = stores.aclient(server.url)
+        for key in await client.keys("*census*"):
+            assert 0 < await client.ttl(key) <= 16  # three 5 s intervals and a second; it was an hour
+    finally:
+        server.stop()

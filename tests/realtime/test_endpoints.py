@@ -293,3 +293,14 @@ async def test_an_undeclared_namespace_is_neither_readable_nor_publishable(
     )
     assert response.status_code == 403
     assert response.json()["code"] == "not_publishable"
+
+
+async def test_a_connection_on_a_worker_that_does_not_exist_is_refused_at_once(client: httpx.AsyncClient) -> None:
+    import time
+
+    started = time.monotonic()
+    body = {"connection_id": "abc~realtime.worker.inmemory!made-up", "topics": ["news.flash"]}
+    response = await client.post("/realtime/subscriptions", json=body)
+    assert response.status_code == 404
+    assert response.json()["code"] == "unknown_connection"
+    assert time.monotonic() - started < 1.0  # not the RPC timeout (3 s): nothing was sent to that channel
