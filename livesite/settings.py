@@ -45,8 +45,10 @@ def _peers(value: str, self_name: str) -> dict[str, str]:
 
 
 DEBUG = _env_bool("DEBUG", False)
-# The embedded default is meant to run out of the box; production sets SECRET_KEY (a system check warns).
-SECRET_KEY = os.environ.get("SECRET_KEY", "livesite-insecure-development-key-change-me")
+# The embedded default is meant to run out of the box; production sets SECRET_KEY (`check --deploy` fails with
+# livesite.E001 while this development key is in use).
+DEVELOPMENT_SECRET_KEY = "livesite-insecure-development-key-change-me"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 # Behind a TLS-terminating proxy (nginx): with TRUST_PROXY_HEADERS, Django takes the scheme from
@@ -62,6 +64,12 @@ if TRUST_PROXY_HEADERS:
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 # Served over HTTPS: session and CSRF cookies only over HTTPS.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)
+# HTTPS only: redirect plain HTTP (the proxy usually does; behind one, TRUST_PROXY_HEADERS tells Django the
+# request already was HTTPS), and tell browsers to use nothing else for this long (0: no HSTS header).
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -75,11 +83,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "realtime",
     "likes",
     "presence",
     "web",
+    "livesite",
 ]
 
 MIDDLEWARE = [
@@ -167,7 +177,10 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Without collectstatic there is no STATIC_ROOT; WhiteNoise serves from the finders then, and says so at
 # every start unless told it is expected.
 warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
-if not (STATIC_ROOT / "staticfiles.json").exists():
+# Hashed, compressed names (cache-busting) need `collectstatic` first; the embedded default serves the files
+# as they are from the finders. STATIC_HASHED=true for deployments that run collectstatic: the choice is
+# configuration, not a guess from files on disk (the manifest is only ever written by this storage).
+if not _env_bool("STATIC_HASHED", False):
     STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
 # Shared state (channel layer, presence, census, like windows, peer de-duplication) lives in this Redis when set;
@@ -294,6 +307,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Live videos, likes, comments, presence and the real-time publish/subscribe API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files from this site (drf-spectacular-sidecar), not a CDN: /api/docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "realtime.openapi.add_realtime_endpoints",
