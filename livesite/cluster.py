@@ -1,7 +1,9 @@
 """`make run-cluster`: N Daphne workers on Redis sharing one listening socket (one address), for demos.
 
 Production runs each worker under its own supervisor (systemd, supervisord) with the same `--fd` trick or
-separate ports behind a proxy; this is the same shape in one foreground command. Ctrl-C stops them all.
+separate ports behind a proxy; this is the same shape in one foreground command. A worker that dies is
+started again (its clients reconnect to the others meanwhile), at most MAX_RESTARTS_PER_MINUTE times a
+minute, past which something is wrong with every start and the cluster stops. Ctrl-C stops them all.
 """
 
 import argparse
@@ -15,6 +17,8 @@ import time
 import redis
 
 from livesite import devredis
+
+MAX_RESTARTS_PER_MINUTE = 10
 
 
 def _ensure_redis(url: str) -> devredis.RedisProcess | None:
@@ -50,18 +54,30 @@ def main() -> None:
     listener.listen(4096)
     listener.set_inheritable(True)
     fd = listener.fileno()
-    workers = [
-        subprocess.Popen(  # noqa: S603
+
+    def start_worker(index: int) -> "subprocess.Popen[bytes]":
+        process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "livesite.serve", "--fd", str(fd), "livesite.asgi:application"], pass_fds=[fd]
         )
-        for _ in range(args.workers)
-    ]
-    print(f"{args.workers} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)")  # noqa: T201
+        print(f"worker {index} started, pid {process.pid}", flush=True)  # noqa: T201
+        return process
+
+    workers = [start_worker(index) for index in range(args.workers)]
+    print(f"{args.workers} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)", flush=True)  # noqa: T201
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    restarts: list[float] = []
     try:
-        while all(process.poll() is None for process in workers):
-            time.sleep(1)
-        print("a worker exited; stopping the others")  # noqa: T201
+        while True:
+            time.sleep(0.5)
+            for index, process in enumerate(workers):
+                if process.poll() is None:
+                    continue
+                now = time.monotonic()
+                restarts = [at for at in restarts if now - at < 60] + [now]
+                if len(restarts) > MAX_RESTARTS_PER_MINUTE:
+                    raise SystemExit(f"workers died {len(restarts)} times within a minute: stopping the cluster")
+                print(f"worker {index} (pid {process.pid}) exited with {process.returncode}: restarting", flush=True)  # noqa: T201
+                workers[index] = start_worker(index)
     except KeyboardInterrupt:
         pass
     finally:
