@@ -112,7 +112,7 @@ async def publish(request: Request, receive: Receive, send: Send) -> None:
         raise _invalid(exc) from None
     except ReservedType as exc:
         raise HttpError(403, "reserved_type", str(exc)) from None
-    open_names = conf.get("OPEN_NAMESPACES")
+    open_names = frozenset(conf.get("OPEN_NAMESPACES"))
     try:
         for topic, event_type, _ in items:
             policies.check_api_publish(topic, event_type, open_names)

@@ -80,47 +80,64 @@ class MemoryCounters:
 _memory = MemoryCounters()
 
 
-def _window(rate: Rate, now: float) -> tuple[int, float]:
+@dataclass(frozen=True)
+class _Hit:
+    """One action to count: its window's key and end; `judge` decides once the window's count is known."""
+
+    scope: str
+    rate: Rate
+    now: float
+    window: tuple[str, str, int]
+    ends: float
+
+    @property
+    def key(self) -> str:
+        return stores.key("limit", *self.window)
+
+    @property
+    def ttl_secs(self) -> int:
+        return max(1, math.ceil(self.rate.per_secs)) + 1
+
+    def judge(self, count: int) -> None:
+        if count > self.rate.count:
+            raise Limited(self.scope, self.rate, self.ends - self.now)
+
+
+def _plan(scope: str, who: str, now: float | None) -> _Hit | None:
+    rate = rate_for(scope)
+    if rate is None:
+        return None
+    now = clock() if now is None else now
     index = int(now // rate.per_secs)
-    return index, (index + 1) * rate.per_secs
+    return _Hit(scope, rate, now, (scope, who, index), (index + 1) * rate.per_secs)
 
 
 def hit(scope: str, who: str, *, now: float | None = None) -> None:
     """Sync: count one action of `who` in `scope`; raises Limited past the scope's rate. No-op when off."""
-    rate = rate_for(scope)
-    if rate is None:
+    planned = _plan(scope, who, now)
+    if planned is None:
         return
-    now = clock() if now is None else now
-    index, ends = _window(rate, now)
-    if stores.url():
-        key = stores.key("limit", scope, who, index)
-        with stores.client().pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, max(1, math.ceil(rate.per_secs)) + 1)
-            count = int(pipe.execute()[0])
-    else:
-        count = _memory.incr((scope, who, index))
-    if count > rate.count:
-        raise Limited(scope, rate, ends - now)
+    if not stores.url():
+        planned.judge(_memory.incr(planned.window))
+        return
+    with stores.client().pipeline(transaction=False) as pipe:
+        pipe.incr(planned.key)
+        pipe.expire(planned.key, planned.ttl_secs)
+        planned.judge(int(pipe.execute()[0]))
 
 
 async def ahit(scope: str, who: str, *, now: float | None = None) -> None:
     """Async twin of hit: one pipelined round trip on the loop's Redis client; raises Limited."""
-    rate = rate_for(scope)
-    if rate is None:
+    planned = _plan(scope, who, now)
+    if planned is None:
         return
-    now = clock() if now is None else now
-    index, ends = _window(rate, now)
-    if stores.url():
-        key = stores.key("limit", scope, who, index)
-        async with stores.aclient().pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, max(1, math.ceil(rate.per_secs)) + 1)
-            count = int((await pipe.execute())[0])
-    else:
-        count = _memory.incr((scope, who, index))
-    if count > rate.count:
-        raise Limited(scope, rate, ends - now)
+    if not stores.url():
+        planned.judge(_memory.incr(planned.window))
+        return
+    async with stores.aclient().pipeline(transaction=False) as pipe:
+        pipe.incr(planned.key)
+        pipe.expire(planned.key, planned.ttl_secs)
+        planned.judge(int((await pipe.execute())[0]))
 
 
 def client_address(remote: str | None, forwarded_for: str) -> str:

@@ -12,7 +12,7 @@ bool` for rules only the owning app can decide (who takes part in a conversation
 """
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from realtime.topics import ForbiddenTopic
@@ -102,21 +102,21 @@ def open_namespace(name: str) -> Namespace:
     return Namespace(f"{name}.*", owner="settings (REALTIME_OPEN_NAMESPACES)", api_types=frozenset({ANY_TYPE}))
 
 
-def find(topic: str, open_names: Iterable[str] = ()) -> tuple[Namespace, dict[str, str]] | None:
+def find(topic: str, open_names: Collection[str] = ()) -> tuple[Namespace, dict[str, str]] | None:
     """The namespace a valid topic belongs to and the values its pattern captured; None if nobody declared it."""
     for namespace in _declared:
         params = namespace.match(topic)
         if params is not None:
             return namespace, params
     first = topic.partition(".")[0]
-    if first in set(open_names):
+    if first in open_names:
         return open_namespace(first), {}
     return None
 
 
 def check_read(topics: Iterable[str], member_id: int | None, open_names: Iterable[str] = ()) -> None:
     """Raise ForbiddenTopic for the first topic a stream owned by `member_id` may not read, saying which rule."""
-    names = tuple(open_names)
+    names = frozenset(open_names)  # once per request, not once per topic
     for topic in topics:
         found = find(topic, names)
         if found is None:
@@ -126,7 +126,7 @@ def check_read(topics: Iterable[str], member_id: int | None, open_names: Iterabl
             raise ForbiddenTopic(f"this stream may not read {topic!r} ({namespace.owner}: {namespace.read.__name__})")
 
 
-def check_api_publish(topic: str, event_type: str, open_names: Iterable[str] = ()) -> None:
+def check_api_publish(topic: str, event_type: str, open_names: Collection[str] = ()) -> None:
     """Raise PublishRefused unless the generic publish API may send `event_type` to `topic`."""
     found = find(topic, open_names)
     if found is None:
