@@ -8,6 +8,7 @@ every API error: `{"detail", "code", "errors"}`). No I/O, no Django: testable fr
 from collections.abc import Mapping
 
 from realtime.events import InvalidEvent, ReservedType, check_type
+from realtime.history import InvalidPosition, Position, parse_event_id, parse_position
 from realtime.topics import InvalidTopic, check_topic, check_topic_count
 
 MAX_PUBLISH_BATCH = 500
@@ -37,8 +38,12 @@ def connect_topics(values: list[str], *, limit: int) -> list[str]:
     return topic_list([name for value in values for name in value.split(",") if name], limit=limit)
 
 
-def subscription(payload: object, *, limit: int) -> tuple[str, list[str]]:
-    """(connection_id, topics) of a subscription POST or DELETE body."""
+def subscription(payload: object, *, limit: int) -> tuple[str, list[str], dict[str, Position]]:
+    """(connection_id, topics, since) of a subscription POST or DELETE body.
+
+    `since` (optional) maps some of the topics to the position the client has there, `"<epoch>:<offset>"`
+    or `{"epoch", "offset"}` as its events carry them: it is sent what it missed since.
+    """
     if not isinstance(payload, dict):
         raise Invalid(f"the body must be a JSON object: {SUBSCRIPTION_EXAMPLE}")
     connection_id = payload.get("connection_id")
@@ -51,9 +56,57 @@ def subscription(payload: object, *, limit: int) -> tuple[str, list[str]]:
     if not isinstance(topics, list) or not topics or not all(isinstance(topic, str) for topic in topics):
         raise Invalid("'topics' must be a non-empty list of topic names", {"topics": ["a non-empty list of names"]})
     try:
-        return connection_id, topic_list(topics, limit=limit)
+        names = topic_list(topics, limit=limit)
     except InvalidTopic as exc:
         raise Invalid(str(exc), {"topics": [str(exc)]}) from None
+    return connection_id, names, since_positions(payload.get("since"), names)
+
+
+def since_positions(value: object, topics: list[str]) -> dict[str, Position]:
+    """The `since` object of a subscription: {topic: position}, each topic one of `topics`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid("'since' must map topics to positions", {"since": ['{"video.1.likes": "<epoch>:<offset>"}']})
+    wanted = set(topics)
+    since = {}
+    for topic, position in value.items():
+        if topic not in wanted:
+            raise Invalid(f"'since' names {str(topic)[:100]!r}, which is not in 'topics'", {"since": ["not in topics"]})
+        try:
+            since[topic] = parse_position(position)
+        except InvalidPosition as exc:
+            raise Invalid(f"'since' of {topic}: {exc}", {"since": [str(exc)]}) from None
+    return since
+
+
+def connect_since(values: list[str], last_event_id: str | None, topics: list[str]) -> dict[str, Position]:
+    """Where a reconnecting stream resumes: `?since=<topic>:<epoch>:<offset>,...`, else the Last-Event-ID
+    header that EventSource sends by itself (the position of the last event it saw, on one topic).
+
+    Raises Invalid for a malformed `since`; an unreadable or foreign Last-Event-ID is ignored (a browser
+    sends back whatever id it last saw, perhaps from another server).
+    """
+    items = [item for value in values for item in value.split(",") if item]
+    if items:
+        since = {}
+        for item in items:
+            try:
+                topic, position = parse_event_id(item)
+            except InvalidPosition as exc:
+                raise Invalid(f"since {item[:120]!r}: {exc}") from None
+            if topic not in topics:
+                raise Invalid(f"since names {topic[:100]!r}, which is not in 'topics'")
+            since[topic] = position
+        return since
+    if last_event_id:
+        try:
+            topic, position = parse_event_id(last_event_id)
+        except InvalidPosition:
+            return {}
+        if topic in topics:
+            return {topic: position}
+    return {}
 
 
 def publish(payload: object) -> list[tuple[str, str, object]]:

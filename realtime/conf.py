@@ -55,6 +55,17 @@ DEFAULTS: dict[str, Any] = {
     "PEER_TIMEOUT_SECS": 5.0,
     # How long a process remembers a DRF token's user (realtime.tokens); 0: a query per request.
     "TOKEN_CACHE_SECS": 10.0,
+    # Per-topic history (realtime.history), which resumes a client after a reconnect: at most HISTORY_SIZE
+    # events per topic, none older than HISTORY_SECS; a topic's position (epoch, offset) is kept for
+    # HISTORY_META_SECS after its last event. HISTORY_EXCLUDE: topics without history (a regular expression,
+    # e.g. typing indicators), whose events carry no position and never resume (a `gap`). Size 0: no history.
+    "HISTORY_SIZE": 1000,
+    "HISTORY_SECS": 300.0,
+    "HISTORY_META_SECS": 86_400.0,
+    "HISTORY_EXCLUDE": "",
+    # A worker that receives a topic's events out of order (two publishers racing) holds the later ones this
+    # long for the missing ones, then reads them from the history (or announces a gap).
+    "REORDER_MS": 100.0,
 }
 
 

@@ -16,6 +16,7 @@ older than `group_expiry` are pruned and ignored), so the two paths agree. Other
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import ChannelFull
@@ -23,6 +24,8 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from redis.exceptions import RedisError
 
+from realtime import history
+from realtime.events import Template, frame_at
 from realtime.topics import group_name
 
 if TYPE_CHECKING:
@@ -31,8 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WORKER_CHANNEL_PREFIX = "realtime.worker"
-EVENT = "rt.event"  # {"topic", "frames"}: one topic's events (group_send path)
-EVENTS = "rt.events"  # {"events": [[topic, frames], ...]}: every event of a round for one worker
+EVENT = "rt.event"  # {"topic", "epoch", "first", "frames"}: one topic's events (group_send path)
+EVENTS = "rt.events"  # {"events": [[topic, epoch, first, frames], ...]}: a round's events for one worker
 RPC = "rt.rpc"
 REPLY = "rt.reply"
 
@@ -45,21 +48,73 @@ class DispatchUnavailable(Exception):
     """The channel layer (Redis) could not be reached: nothing was sent."""
 
 
-# Per group key: drop members whose lease ran out (as channels-redis' group_send does), then read the rest.
-# One call per shard instead of two pipelined commands per topic: the client side of those was 23 % of a
-# dispatcher's CPU at 8,000 events/s over 4,040 topics (docs/benchmarks.md).
-_MEMBERS_LUA = """
-local members = {}
-for index, key in ipairs(KEYS) do
-    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[1])
-    members[index] = redis.call('ZRANGE', key, 0, -1)
+# One call per Redis shard per round: for each topic, drop the members whose lease ran out (as channels-redis'
+# group_send does) and read the rest, then give the round's events of that topic their positions and append
+# them to its history (realtime.history has the layout). A single script instead of commands per topic: the
+# client side of those was 23 % of a dispatcher's CPU at 8,000 events/s over 4,040 topics (docs/benchmarks.md),
+# and history costs no extra round trip.
+# KEYS: per topic, its group key, then its history's meta hash and list when it keeps a history.
+# ARGV: stale-before (s), now (ms), a new epoch for histories that have none, size, age (ms), list TTL (s),
+#       meta TTL (s); then per topic: its name, 1 or 0 (history kept), n, then n (head, body) template pairs
+#       when kept. Returns per topic {members, epoch, first offset} ('' and 0 without history).
+# Builds each frame exactly as realtime.events.frame_at does.
+_ROUND_LUA = """
+local stale, now, fresh_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local size, age, list_ttl, meta_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local stamp = string.format('%d', now)
+local cutoff = now - age
+local out = {}
+local k, a = 1, 8
+while k <= #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], 0, stale)
+    local members = redis.call('ZRANGE', KEYS[k], 0, -1)
+    local topic, kept, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+    a = a + 3
+    if kept == '1' then
+        local meta, list = KEYS[k + 1], KEYS[k + 2]
+        k = k + 3
+        redis.call('HSETNX', meta, 'epoch', fresh_epoch)
+        local epoch = redis.call('HGET', meta, 'epoch')
+        local first = redis.call('HINCRBY', meta, 'seq', n) - n + 1
+        local tag = 'id: ' .. topic .. ':' .. epoch .. ':'
+        local tail = ',"epoch":"' .. epoch .. '","offset":'
+        for i = 0, n - 1 do
+            local at = string.format('%d', first + i)
+            redis.call('RPUSH', list, stamp, table.concat({ARGV[a], tag, at, '\\n', ARGV[a + 1], tail, at, '}\\n\\n'}))
+            a = a + 2
+        end
+        redis.call('LTRIM', list, -2 * size, -1)
+        while true do
+            local oldest = redis.call('LINDEX', list, 0)
+            if oldest and tonumber(oldest) < cutoff then redis.call('LPOP', list, 2) else break end
+        end
+        redis.call('EXPIRE', list, list_ttl)
+        redis.call('EXPIRE', meta, meta_ttl)
+        out[#out + 1] = {members, epoch, first}
+    else
+        k = k + 1
+        out[#out + 1] = {members, '', 0}
+    end
 end
-return members
+return out
+"""
+
+# A worker joins a topic's group (as group_add does) and learns the topic's position at that instant, in one
+# atomic step: every event it receives from then on has a greater offset, every earlier one a smaller.
+_REGISTER_LUA = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('HMGET', KEYS[2], 'epoch', 'seq')
 """
 
 
+# What a round carries per topic: event templates (realtime.events), which get positions and history, or raw
+# frames (the control group's orders), delivered as they are.
+Outgoing = Template | bytes
+
+
 class Dispatcher:
-    """Registration and delivery over one channel layer. Async; one event loop at a time.
+    """Registration, delivery and history over one channel layer. Async; one event loop at a time.
 
     Publishing is group-commit: while one round of sends is in flight, new events queue up, and the next
     round sends every frame pending for a topic in ONE message per hosting worker, in call order. An idle
@@ -67,8 +122,15 @@ class Dispatcher:
     keeps Redis round trips per event falling as the publish rate rises.
     """
 
-    def __init__(self, layer: BaseChannelLayer) -> None:
+    def __init__(
+        self,
+        layer: BaseChannelLayer,
+        *,
+        settings: history.Settings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.layer = layer
+        self.clock = clock
         self.stats = {
             "published": 0,
             "worker_messages": 0,
@@ -77,22 +139,51 @@ class Dispatcher:
             "registrations": 0,
             "deregistrations": 0,
             "failed_rounds": 0,
+            "failed_worker_sends": 0,
+            "history_reads": 0,
+            "history_reads_shared": 0,
         }
         self._direct = isinstance(layer, RedisChannelLayer)
+        self.history = settings or history.settings()
+        # The embedded default's history lives in this process, with the in-memory layer.
+        self.memory = None if self._direct else history.MemoryHistory(self.history, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[str, list[bytes]] = {}
+        self._pending: dict[str, list[Outgoing]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._members_script: AsyncScript | None = None
+        self._round_script: AsyncScript | None = None
+        self._register_script: AsyncScript | None = None
+        self._read_script: AsyncScript | None = None
+        self._reads: dict[tuple[str, history.Position], asyncio.Future[history.Replay]] = {}
 
     async def anew_worker_channel(self) -> str:
         channel: str = await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
         return channel
 
-    async def aregister(self, topic: str, worker_channel: str) -> None:
-        """Add (or refresh the lease of) `worker_channel` as a host of `topic`."""
-        await self.layer.group_add(group_name(topic), worker_channel)
+    async def aregister(self, topic: str, worker_channel: str) -> history.Position | None:
+        """Add (or refresh the lease of) `worker_channel` as a host of `topic`.
+
+        Returns the topic's position at that instant (None without history): the worker receives every event
+        after it, and none before.
+        """
+        name = group_name(topic)
         self.stats["registrations"] += 1
+        if not self._direct:
+            await self.layer.group_add(name, worker_channel)
+            return self.memory.position(topic) if self.memory and self.history.keeps(topic) else None
+        layer: Any = self.layer
+        connection = layer.connection(layer.consistent_hash(name))
+        if self._register_script is None:
+            self._register_script = connection.register_script(_REGISTER_LUA)
+        meta, _ = history.redis_keys(layer.prefix, topic)
+        epoch, seq = await self._register_script(
+            keys=[layer._group_key(name), meta],
+            args=[worker_channel, time.time(), layer.group_expiry],
+            client=connection,
+        )
+        if not self.history.keeps(topic):
+            return None
+        return history.Position(epoch.decode() if epoch else history.NO_EPOCH, int(seq or 0))
 
     async def arefresh(self, topics: list[str], worker_channel: str) -> None:
         """Renew the leases of `worker_channel` on many topics: one pipelined request per Redis shard.
@@ -102,9 +193,10 @@ class Dispatcher:
         """
         if not self._direct:
             for topic in topics:
-                await self.aregister(topic, worker_channel)
+                await self.layer.group_add(group_name(topic), worker_channel)
+            self.stats["registrations"] += len(topics)
             return
-        layer = self.layer
+        layer: Any = self.layer
         by_shard: dict[int, list[str]] = {}
         for topic in topics:
             by_shard.setdefault(layer.consistent_hash(group_name(topic)), []).append(topic)
@@ -125,22 +217,24 @@ class Dispatcher:
         await self.layer.group_discard(group_name(topic), worker_channel)
         self.stats["deregistrations"] += 1
 
-    async def asend_events(self, events: list[tuple[str, bytes]]) -> None:
-        """Send encoded events, in order, in as few rounds as possible (one when idle).
+    async def asend_events(self, events: list[tuple[str, Outgoing]]) -> None:
+        """Send events, in order, in as few rounds as possible (one when idle), each appended to its topic's
+        history in the same round.
 
-        Returns once every event is handed to the layer; raises DispatchUnavailable if the channel layer could
-        not be reached, or whatever else failed the round (its events were not sent).
+        Returns once every event is in its history and handed to the layer; raises DispatchUnavailable if the
+        channel layer could not be reached (nothing of that round was stored or sent), or whatever else failed
+        the round.
         """
         if not events:
             return
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # A new event loop (tests, management commands): state of a dead loop is meaningless here.
-            self._loop, self._pending, self._waiters, self._flusher = loop, {}, {}, None
+            self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
         waiting = []
-        for topic, frame in events:
+        for topic, outgoing in events:
             done: asyncio.Future[None] = loop.create_future()
-            self._pending.setdefault(topic, []).append(frame)
+            self._pending.setdefault(topic, []).append(outgoing)
             self._waiters.setdefault(topic, []).append(done)
             waiting.append(done)
         if self._flusher is None or self._flusher.done():
@@ -167,78 +261,177 @@ class Dispatcher:
                 failures = dict.fromkeys(pending, exc)
             _settle(waiters, failures)
 
-    async def _send_round(self, pending: dict[str, list[bytes]]) -> dict[str, BaseException]:
-        """One membership read for all topics, then one message per hosting worker (channels-redis)."""
+    async def _send_round(self, pending: dict[str, list[Outgoing]]) -> dict[str, BaseException]:
+        """One script per shard (members + history), then one message per hosting worker (channels-redis)."""
         try:
-            hosts = await self._hosts(list(pending))
-            per_worker: dict[str, list[list[str | list[bytes]]]] = {}  # [topic, frames]: msgpack has no tuples
-            for topic, frames in pending.items():
-                for channel in hosts[topic]:
-                    per_worker.setdefault(channel, []).append([topic, frames])
-            results = await asyncio.gather(
-                *(
-                    self.layer.send(channel, {"type": EVENTS, "events": events})
-                    for channel, events in per_worker.items()
-                ),
-                return_exceptions=True,
-            )
+            rows = await self._round(pending)
         except (RedisError, OSError) as exc:
             failure = DispatchUnavailable(f"the channel layer is unreachable: {exc}")
             return dict.fromkeys(pending, failure)
+        per_worker: dict[str, list[list[Any]]] = {}  # [topic, epoch, first offset, frames]: msgpack has no tuples
+        for topic, outgoing in pending.items():
+            members, epoch, first = rows[topic]
+            entry = [topic, epoch, first, _frames(topic, outgoing, epoch, first)]
+            for channel in members:
+                per_worker.setdefault(channel, []).append(entry)
+        results = await asyncio.gather(
+            *(self.layer.send(channel, {"type": EVENTS, "events": events}) for channel, events in per_worker.items()),
+            return_exceptions=True,
+        )
         for channel, result in zip(per_worker, results, strict=True):
             if isinstance(result, ChannelFull):
                 # That worker has stopped reading (stuck or dead, its lease not yet expired): the others got theirs.
                 self.stats["dropped_worker_full"] += 1
                 logger.warning("worker channel %s is full: a round of events was dropped for it", channel)
-            elif isinstance(result, (RedisError, OSError)):
-                failure = DispatchUnavailable(f"the channel layer is unreachable: {result}")
-                return dict.fromkeys(pending, failure)
             elif isinstance(result, BaseException):
-                raise result
-        self.stats["published"] += sum(len(frames) for frames in pending.values())
+                # The events are in their history already: the worker finds the hole at the topic's next event
+                # (or its repair after a fault) and fills it from there. Answering 503 would make the publisher
+                # send them a second time.
+                self.stats["failed_worker_sends"] += 1
+                logger.warning("a round of events could not be sent to worker %s: %s", channel, result)
+        self.stats["published"] += sum(len(outgoing) for outgoing in pending.values())
         self.stats["worker_messages"] += len(per_worker)
         self.stats["lookups"] += 1
         return {}
 
-    async def _hosts(self, topics: list[str]) -> dict[str, list[str]]:
-        """topic -> worker channels registered for it, pruned as group_send prunes, one script call per shard."""
-        layer = self.layer
-        stale = int(time.time()) - layer.group_expiry
+    async def _round(self, pending: dict[str, list[Outgoing]]) -> dict[str, tuple[list[str], str, int]]:
+        """topic -> (hosting worker channels, epoch, first offset of its events), the events stored."""
+        layer: Any = self.layer  # channels-redis: its shards and key format, as group_send uses them
+        settings = self.history
+        now = self.clock()
         by_shard: dict[int, list[str]] = {}
-        for topic in topics:
+        for topic in pending:
             by_shard.setdefault(layer.consistent_hash(group_name(topic)), []).append(topic)
+        head = [
+            int(time.time()) - layer.group_expiry,  # leases are stamped with the real clock
+            int(now * 1000),
+            history.new_epoch(),
+            settings.size,
+            int(settings.secs * 1000),
+            history.expiry_secs(settings.secs),
+            history.expiry_secs(settings.meta_secs),
+        ]
 
-        async def read(index: int, shard_topics: list[str]) -> list[list[bytes]]:
+        async def run(index: int, shard_topics: list[str]) -> list[list[Any]]:
+            keys: list[str | bytes] = []
+            args: list[Any] = list(head)
+            for topic in shard_topics:
+                outgoing = pending[topic]
+                keys.append(layer._group_key(group_name(topic)))
+                templates = [item for item in outgoing if isinstance(item, Template)]
+                if settings.keeps(topic) and len(templates) == len(outgoing):
+                    keys.extend(history.redis_keys(layer.prefix, topic))
+                    args += [topic, 1, len(outgoing)]
+                    for template in templates:
+                        args += [template.head, template.body]
+                else:
+                    args += [topic, 0, len(outgoing)]
             connection = layer.connection(index)
-            if self._members_script is None:
-                self._members_script = connection.register_script(_MEMBERS_LUA)
-            # The layer's own key format, as group_send uses.
-            keys = [layer._group_key(group_name(topic)) for topic in shard_topics]
-            members: list[list[bytes]] = await self._members_script(keys=keys, args=[stale], client=connection)
-            return members
+            if self._round_script is None:
+                self._round_script = connection.register_script(_ROUND_LUA)
+            rows: list[list[Any]] = await self._round_script(keys=keys, args=args, client=connection)
+            return rows
 
         shards = list(by_shard.items())
-        rows = await asyncio.gather(*(read(index, shard_topics) for index, shard_topics in shards))
-        hosts: dict[str, list[str]] = {}
-        for (_, shard_topics), members in zip(shards, rows, strict=True):
-            for topic, channels in zip(shard_topics, members, strict=True):
-                hosts[topic] = [channel.decode() for channel in channels]
-        return hosts
+        results = await asyncio.gather(*(run(index, shard_topics) for index, shard_topics in shards))
+        found: dict[str, tuple[list[str], str, int]] = {}
+        for (_, shard_topics), rows in zip(shards, results, strict=True):
+            for topic, (members, epoch, first) in zip(shard_topics, rows, strict=True):
+                found[topic] = (
+                    [channel.decode() for channel in members],
+                    epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+                    int(first),
+                )
+        return found
 
-    async def _group_send_each(self, pending: dict[str, list[bytes]]) -> dict[str, BaseException]:
+    async def _group_send_each(self, pending: dict[str, list[Outgoing]]) -> dict[str, BaseException]:
         topics = list(pending)
         results = await asyncio.gather(
             *(self._group_send(topic, pending[topic]) for topic in topics), return_exceptions=True
         )
         return {topic: result for topic, result in zip(topics, results, strict=True) if result is not None}
 
-    async def _group_send(self, topic: str, frames: list[bytes]) -> None:
+    async def _group_send(self, topic: str, outgoing: list[Outgoing]) -> None:
+        epoch, first = history.NO_EPOCH, 0
+        memory = self.memory
+        templates = [item for item in outgoing if isinstance(item, Template)]
+        if memory is not None and self.history.keeps(topic) and len(templates) == len(outgoing):
+            epoch, first, frames = memory.append(topic, templates)
+        else:
+            frames = _frames(topic, outgoing, epoch, first)
+        message = {"type": EVENT, "topic": topic, "epoch": epoch, "first": first, "frames": frames}
         try:
-            await self.layer.group_send(group_name(topic), {"type": EVENT, "topic": topic, "frames": frames})
+            await self.layer.group_send(group_name(topic), message)
         except (RedisError, OSError) as exc:
             raise DispatchUnavailable(f"the channel layer is unreachable: {exc}") from exc
         self.stats["published"] += len(frames)
         self.stats["worker_messages"] += 1
+
+    async def aread_history(self, since: dict[str, history.Position]) -> dict[str, history.Replay]:
+        """What each topic's history holds after the given position: one script call per Redis shard.
+
+        Reads of the same (topic, position) in flight at once share one answer: after a worker dies, thousands
+        of clients resume the same broadcast topic from the same last event within a second.
+        Raises RedisError/OSError when the store cannot be read.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
+        shared: dict[str, asyncio.Future[history.Replay]] = {}
+        mine: dict[str, asyncio.Future[history.Replay]] = {}
+        for topic, position in since.items():
+            inflight = self._reads.get((topic, position))
+            if inflight is not None:
+                shared[topic] = inflight
+            else:
+                mine[topic] = self._reads[(topic, position)] = loop.create_future()
+        self.stats["history_reads"] += len(mine)
+        self.stats["history_reads_shared"] += len(shared)
+        if mine:
+            try:
+                replays = await self._read({topic: since[topic] for topic in mine})
+            except BaseException as exc:
+                for future in mine.values():
+                    future.set_exception(exc)
+                    future.exception()  # Retrieved: whoever shared it gets it too.
+                raise
+            finally:
+                for topic in mine:
+                    self._reads.pop((topic, since[topic]), None)
+            for topic, future in mine.items():
+                future.set_result(replays[topic])
+        out = {topic: future.result() for topic, future in mine.items()}
+        for topic, future in shared.items():
+            out[topic] = await asyncio.shield(future)
+        return out
+
+    async def _read(self, since: dict[str, history.Position]) -> dict[str, history.Replay]:
+        if self.memory is not None:
+            return {topic: self.memory.read(topic, position) for topic, position in since.items()}
+        layer: Any = self.layer
+        by_shard: dict[int, list[str]] = {}
+        for topic in since:
+            by_shard.setdefault(layer.consistent_hash(group_name(topic)), []).append(topic)
+
+        async def read(index: int, shard_topics: list[str]) -> list[list[Any]]:
+            keys: list[str] = []
+            args: list[Any] = []
+            for topic in shard_topics:
+                keys.extend(history.redis_keys(layer.prefix, topic))
+                args += [since[topic].epoch, since[topic].offset]
+            connection = layer.connection(index)
+            if self._read_script is None:
+                self._read_script = connection.register_script(history.READ_LUA)
+            rows: list[list[Any]] = await self._read_script(keys=keys, args=args, client=connection)
+            return rows
+
+        shards = list(by_shard.items())
+        results = await asyncio.gather(*(read(index, shard_topics) for index, shard_topics in shards))
+        return {
+            topic: history.replay_from_row(row)
+            for (_, shard_topics), rows in zip(shards, results, strict=True)
+            for topic, row in zip(shard_topics, rows, strict=True)
+        }
 
     async def ais_member(self, group: str, channel: str) -> bool:
         """Whether `channel` holds a live lease in `group` (one read, no write): is that worker alive?"""
@@ -256,6 +449,14 @@ class Dispatcher:
     async def areceive(self, worker_channel: str) -> LayerMessage:
         message: LayerMessage = await self.layer.receive(worker_channel)
         return message
+
+
+def _frames(topic: str, outgoing: list[Outgoing], epoch: str, first: int) -> list[bytes]:
+    """The frames of one topic's events in a round, at their positions (none without history)."""
+    return [
+        item if isinstance(item, bytes) else frame_at(item, topic, epoch, first + index if epoch else 0)
+        for index, item in enumerate(outgoing)
+    ]
 
 
 def _settle(waiters: dict[str, list[asyncio.Future[None]]], failures: dict[str, BaseException]) -> None:

@@ -73,7 +73,7 @@ async def subscriptions(request: Request, receive: Receive, send: Send) -> None:
     await limits.ahit("subscribe", _who(caller, request))
     check_json_content_type(request)
     try:
-        connection_id, topics = bodies.subscription(
+        connection_id, topics, since = bodies.subscription(
             parse_json(request.body), limit=conf.get("MAX_TOPICS_PER_CONNECTION")
         )
     except bodies.Invalid as exc:
@@ -83,10 +83,10 @@ async def subscriptions(request: Request, receive: Receive, send: Send) -> None:
     worker = await aget_worker()
     op = SUBSCRIBE if request.method == "POST" else UNSUBSCRIBE
     try:
-        result = await worker.achange(connection_id, op, topics, caller.member_id)
+        result = await worker.achange(connection_id, op, topics, caller.member_id, since if op == SUBSCRIBE else {})
     except Refused as exc:
         raise _refusal(exc) from None
-    await asend_json(send, 200, {"connection_id": connection_id, "topics": result})
+    await asend_json(send, 200, {"connection_id": connection_id, **result})
 
 
 @endpoint

@@ -7,8 +7,6 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
-from realtime import sse
-
 MAX_TYPE_LENGTH = 64
 _TYPE_RE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
@@ -19,8 +17,9 @@ class InvalidEvent(ValueError):
 
 # The stream's own frames, written by the server alone (realtime.stream, realtime.hub), and the names an
 # EventSource gives meaning to: a published event of one of these types would reconnect every viewer (`reset`),
-# make a client forget its connection id (`connected`) or show it as broken (`error`).
-CONTROL_TYPES = frozenset({"connected", "reset", "gap", "error", "message", "open"})
+# make a client forget its connection id (`connected`), show it as broken (`error`), refetch (`gap`) or drop
+# its stream (`revoked`, `closing`).
+CONTROL_TYPES = frozenset({"connected", "reset", "gap", "error", "message", "open", "revoked", "closing"})
 
 
 class ReservedType(InvalidEvent):
@@ -69,14 +68,44 @@ def new_node_name(data_center: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Template:
+    """An event's SSE frame but for its topic position, which the dispatch round gives it (realtime.history).
+
+    `head` is the `event:` line, `body` the `data:` line up to the end of its JSON object, left open for
+    `"epoch"` and `"offset"`. The JSON escapes every control character and types and topics are plain
+    names, so no part can end the frame or start a field.
+    """
+
+    head: bytes
+    body: bytes
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.body) + 3
+
+
+def frame_at(template: Template, topic: str, epoch: str, offset: int) -> bytes:
+    """The frame with its position: `id: <topic>:<epoch>:<offset>` (what EventSource sends back as
+    Last-Event-ID) and the same in its JSON. Without an epoch (a topic without history), no id line.
+
+    realtime.dispatcher's round script builds the same bytes in Lua: keep the two in step.
+    """
+    if not epoch:
+        return template.head + template.body + b"}\n\n"
+    at = b"%d" % offset
+    tag = epoch.encode()
+    position = (b"id: ", topic.encode(), b":", tag, b":", at, b"\n")
+    return b"".join((template.head, *position, template.body, b',"epoch":"', tag, b'","offset":', at, b"}\n\n"))
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: str
     topic: str
     type: str
-    data: object  # any JSON value, as the publisher gave it (encode_frame checks it is one).
+    data: object  # any JSON value, as the publisher gave it (encode_template checks it is one).
     published_at: float
     origin: str = ""
-    frame: bytes = field(default=b"", compare=False, repr=False)
+    template: Template = field(default=Template(b"", b""), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -88,8 +117,8 @@ class Event:
         }
 
 
-def encode_frame(event_id: str, topic: str, event_type: str, data: object, published_at: float) -> bytes:
-    """The SSE frame for an event, built once and shared by every connection that receives it.
+def encode_template(event_id: str, topic: str, event_type: str, data: object, published_at: float) -> Template:
+    """The event's frame, built once and shared by every connection that receives it, but for its position.
 
     json.dumps escapes every control character, so the data line can hold no CR or LF: a payload
     cannot end the frame or inject fields.
@@ -104,7 +133,8 @@ def encode_frame(event_id: str, topic: str, event_type: str, data: object, publi
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from exc
     try:
-        return sse.frame(payload, event=event_type, id=event_id)
+        body = b"data: " + payload[:-1].encode()
     except UnicodeEncodeError:
         # A lone surrogate ("\ud800") is valid JSON text but no character: it cannot be sent as UTF-8.
         raise InvalidEvent("event data holds a lone surrogate (not a Unicode character)") from None
+    return Template(f"event: {event_type}\n".encode(), body)

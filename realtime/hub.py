@@ -44,6 +44,8 @@ class Payload:
 # How long a stream reset for falling behind may take to read its last frames before its socket is dropped.
 RESET_GRACE_SECS = 5.0
 RESET_FRAME = b'event: reset\ndata: {"reason":"slow_consumer"}\n\n'
+# The last frame of a stream whose worker is stopping: the client reconnects (to another worker, if any).
+CLOSING_FRAME = b'event: closing\ndata: {"reason": "shutdown"}\n\n'
 
 
 class StreamWriter(Protocol):
@@ -61,6 +63,9 @@ class StreamWriter(Protocol):
 
     def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None: ...
 
+    async def aended(self) -> None:
+        """Returns once `end` has handed the response's last bytes to the server (at once if not ended)."""
+
 
 class Connection:
     """One open SSE stream: who owns it, what it reads, and how to write to it.
@@ -70,7 +75,18 @@ class Connection:
     letting one stalled reader grow the worker's memory or delay anybody else's fan-out.
     """
 
-    __slots__ = ("closed", "credential", "id", "member_id", "overflowed", "task", "topics", "writer")
+    __slots__ = (
+        "catching_up",
+        "closed",
+        "credential",
+        "floors",
+        "id",
+        "member_id",
+        "overflowed",
+        "task",
+        "topics",
+        "writer",
+    )
 
     def __init__(
         self, connection_id: str, member_id: int | None, writer: StreamWriter, credential: str | None = None
@@ -86,6 +102,12 @@ class Connection:
         # The stream's task while it waits for the client: ending the stream from the server side cancels that
         # wait, so the task cleans up at once.
         self.task: asyncio.Task[object] | None = None
+        # Topics this stream is being resumed on (realtime.worker): their live events wait here, with their
+        # offsets, until the missed ones are read from the history and written first.
+        self.catching_up: dict[str, tuple[list[bytes], list[int]]] | None = None
+        # Per resumed topic, the last offset its resume wrote: events up to it may still come the live way
+        # (the history had them before this worker received them) and are skipped, once.
+        self.floors: dict[str, int] | None = None
 
     def write(self, payload: Payload) -> bool:
         """Write or queue one payload; False if the stream is closed, or was just reset for falling behind."""
@@ -106,6 +128,18 @@ class Connection:
         self.writer.end(final, abort_after_secs=abort_after_secs)
         if self.task is not None:
             self.task.cancel()
+
+
+def after_floor(frames: list[bytes], offsets: list[int], floor: int) -> list[bytes]:
+    """The frames past offset `floor`, in order. A frame without offset (a gap) passes and ends the floor: the
+    offsets after it belong to a new epoch."""
+    kept = []
+    for frame, offset in zip(frames, offsets, strict=True):
+        if offset == 0:
+            floor = -1
+        if offset == 0 or offset > floor:
+            kept.append(frame)
+    return kept
 
 
 class Hub:
@@ -173,8 +207,11 @@ class Hub:
     def has_topic(self, topic: str) -> bool:
         return topic in self.topics
 
-    async def fan_out(self, topic: str, chunk: bytes, *, frames: int = 1, yield_every: int = 1000) -> int:
-        """Write one chunk to every local subscriber of `topic`; returns how many streams took it.
+    async def fan_out(
+        self, topic: str, frames: list[bytes], offsets: list[int] | None = None, *, yield_every: int = 1000
+    ) -> int:
+        """Write a topic's frames, as one chunk, to every local subscriber of `topic`; returns how many streams
+        took it.
 
         Yields to the event loop every `yield_every` writes, so requests on this worker do not wait for a
         whole fan-out to 10,000 streams; the receive loop awaits it, so events keep their order.
@@ -182,14 +219,27 @@ class Hub:
         subscribers = self.topics.get(topic)
         if not subscribers:
             return 0
-        payload = Payload(chunk, frames)
+        payload = Payload(frames[0] if len(frames) == 1 else b"".join(frames), len(frames))
         delivered = 0
         # A copy: a write can close a stream, whose cleanup edits the set.
         for index, conn in enumerate(tuple(subscribers)):
             if conn.closed:
                 continue
             try:
-                if conn.write(payload):
+                if conn.catching_up is not None and topic in conn.catching_up:
+                    waiting_frames, waiting_offsets = conn.catching_up[topic]
+                    waiting_frames.extend(frames)
+                    waiting_offsets.extend(offsets if offsets is not None else [0] * len(frames))
+                    delivered += 1
+                elif conn.floors is not None and topic in conn.floors and offsets is not None:
+                    floor = conn.floors[topic]
+                    kept = after_floor(frames, offsets, floor)
+                    if offsets[-1] >= floor or 0 in offsets:
+                        del conn.floors[topic]  # Past it: what follows is new to this stream.
+                        conn.floors = conn.floors or None
+                    if kept and conn.write(Payload(b"".join(kept), len(kept))):
+                        delivered += 1
+                elif conn.write(payload):
                     delivered += 1
                 elif conn.overflowed:
                     self.stats["overflow_closed"] += 1

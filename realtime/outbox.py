@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[str, list[bytes]], Awaitable[None]]
+# (topic, frames, their offsets in the topic's history: 0 for frames without one, such as a gap).
+Deliver = Callable[[str, list[bytes], list[int]], Awaitable[None]]
 
 
 class Outbox:
@@ -39,7 +40,7 @@ class Outbox:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.clock = clock
-        self.pending: dict[str, list[bytes]] = {}
+        self.pending: dict[str, tuple[list[bytes], list[int]]] = {}
         self.frames = 0
         self.bytes = 0
         self.stats = {"flushes": 0, "flushed_frames": 0, "largest_flush": 0, "failed_deliveries": 0}
@@ -48,16 +49,16 @@ class Outbox:
         self._room = asyncio.Event()
         self._room.set()
 
-    async def put(self, topic: str, frames: list[bytes]) -> None:
-        """Queue one topic's frames for the next flush; waits while the outbox is full."""
+    async def put(self, topic: str, frames: list[bytes], offsets: list[int] | None = None) -> None:
+        """Queue one topic's frames (at these offsets) for the next flush; waits while the outbox is full."""
         while self.frames >= self.max_frames or self.bytes >= self.max_bytes:
             self._room.clear()
             await self._room.wait()
         queued = self.pending.get(topic)
         if queued is None:
-            self.pending[topic] = list(frames)
-        else:
-            queued.extend(frames)
+            self.pending[topic] = queued = ([], [])
+        queued[0].extend(frames)
+        queued[1].extend(offsets if offsets is not None else [0] * len(frames))
         self.frames += len(frames)
         self.bytes += sum(len(frame) for frame in frames)
         self._ready.set()
@@ -84,9 +85,9 @@ class Outbox:
         self.stats["flushes"] += 1
         self.stats["flushed_frames"] += frames
         self.stats["largest_flush"] = max(self.stats["largest_flush"], frames)
-        for topic, topic_frames in batch.items():
+        for topic, (topic_frames, offsets) in batch.items():
             try:
-                await self.deliver(topic, topic_frames)
+                await self.deliver(topic, topic_frames, offsets)
             except asyncio.CancelledError:
                 raise
             except Exception:

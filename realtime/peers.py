@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from realtime import stores
-from realtime.events import Event, InvalidEvent, check_type, encode_frame
+from realtime.events import Event, InvalidEvent, Template, check_type, encode_template
 from realtime.topics import InvalidTopic, check_topic
 
 logger = logging.getLogger(__name__)
@@ -103,14 +103,15 @@ def verify(headers: Any, body: bytes, *, secret: str, known: set[str], now: floa
 
 @dataclass(frozen=True, slots=True)
 class PeerEvent:
-    """An event as it crosses data centres: enough to rebuild the identical frame."""
+    """An event as it crosses data centres: enough to rebuild the identical frame (at this data centre's
+    position in the topic's history: every data centre keeps its own)."""
 
     id: str
     topic: str
     type: str
     data: Any
     published_at: float
-    frame: bytes = field(default=b"", compare=False, repr=False)
+    template: Template = field(default=Template(b"", b""), compare=False, repr=False)
 
 
 def to_wire(events: list[Event]) -> bytes:
@@ -267,12 +268,12 @@ def parse_wire(body: bytes, *, max_event_bytes: int) -> list[PeerEvent]:
             raise ValueError("each event needs a numeric 'published_at'")
         try:
             topic, event_type = check_topic(item.get("topic")), check_type(item.get("type"))
-            frame = encode_frame(item["id"], topic, event_type, item.get("data"), published_at)
+            template = encode_template(item["id"], topic, event_type, item.get("data"), published_at)
         except (InvalidTopic, InvalidEvent) as exc:
             raise ValueError(f"event {item['id']}: {exc}") from None
-        if len(frame) > max_event_bytes:
+        if len(template) > max_event_bytes:
             raise ValueError(f"event {item['id']} is larger than REALTIME_MAX_EVENT_BYTES ({max_event_bytes:,})")
-        events.append(PeerEvent(item["id"], topic, event_type, item.get("data"), published_at, frame))
+        events.append(PeerEvent(item["id"], topic, event_type, item.get("data"), published_at, template))
     return events
 
 

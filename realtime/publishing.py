@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 
 from realtime import conf, stores
 from realtime.dispatcher import get_dispatcher
-from realtime.events import Event, IdClock, InvalidEvent, check_type, encode_frame, new_node_name
+from realtime.events import Event, IdClock, InvalidEvent, check_type, encode_template, new_node_name
 from realtime.peers import Forwarder, MemorySeen, PeerEvent, RedisSeen
 from realtime.topics import check_topic
 
@@ -32,15 +32,15 @@ def build_event(topic: str, event_type: str, data: Any, *, now: float | None = N
     check_type(event_type)
     published_at = time.time() if now is None else now
     event_id = id_clock().next_id(published_at)
-    frame = encode_frame(event_id, topic, event_type, data, round(published_at, 6))
+    template = encode_template(event_id, topic, event_type, data, round(published_at, 6))
     limit = conf.get("MAX_EVENT_BYTES")
-    if len(frame) > limit:
+    if len(template) > limit:
         # Each subscriber's backlog holds up to MAX_PENDING_FRAMES of these: the limit bounds a worker's memory.
         raise InvalidEvent(
             f"the event is larger than REALTIME_MAX_EVENT_BYTES ({limit:,} bytes as an SSE frame): "
             "send a reference to the content (an id, a URL), not the content"
         )
-    return Event(event_id, topic, event_type, data, published_at, id_clock().node, frame)
+    return Event(event_id, topic, event_type, data, published_at, id_clock().node, template)
 
 
 def forwarder() -> Forwarder | None:
@@ -62,7 +62,7 @@ def forwarder() -> Forwarder | None:
 
 
 async def _dispatch(events: list[Event]) -> None:
-    await get_dispatcher().asend_events([(event.topic, event.frame) for event in events])
+    await get_dispatcher().asend_events([(event.topic, event.template) for event in events])
     links = forwarder()
     if links is not None:
         for event in events:
@@ -98,7 +98,7 @@ async def adeliver_from_peer(events: list[PeerEvent], *, now: float | None = Non
     fresh = await seen.afirst_time([event.id for event in events], time.time() if now is None else now)
     fresh_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
     try:
-        await get_dispatcher().asend_events([(event.topic, event.frame) for event in fresh_events])
+        await get_dispatcher().asend_events([(event.topic, event.template) for event in fresh_events])
     except BaseException:
         await seen.aforget([event.id for event in fresh_events])
         raise

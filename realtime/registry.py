@@ -14,10 +14,14 @@ failed `group_add` or a failed deregistration is repaired within a second of Red
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from realtime.dispatcher import Dispatcher
+from realtime.history import Position
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +46,15 @@ class Registry:
         *,
         always: Collection[str] = (),
         max_concurrent_calls: int = MAX_CONCURRENT_CALLS,
+        positioned: Callable[[str, Position | None], None] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.channel = channel
         self.hosted = hosted
         # Registered for the worker's whole life whatever its streams hold (the control group).
         self.always = frozenset(always)
+        # Told the topic's position at the instant this worker joined it (realtime.sequencer).
+        self.positioned = positioned
         self.registered: set[str] = set()
         # Set by any failure, cleared by a successful resync: the worker then resyncs every second.
         self.out_of_step = False
@@ -81,8 +88,10 @@ class Registry:
             async with lock:
                 wanted = topic in self.always or topic in self.hosted()
                 if wanted and topic not in self.registered:
-                    await self._call(self.dispatcher.aregister(topic, self.channel))
+                    position = await self._call(self.dispatcher.aregister(topic, self.channel))
                     self.registered.add(topic)
+                    if self.positioned is not None:
+                        self.positioned(topic, position)
                 elif not wanted and topic in self.registered:
                     self.registered.discard(topic)
                     try:
@@ -95,10 +104,10 @@ class Registry:
             if users[0] == 0:
                 del self._locks[topic]
 
-    async def _call(self, change: Awaitable[None]) -> None:
+    async def _call(self, change: Awaitable[T]) -> T:
         async with self._calls:
             try:
-                await change
+                return await change
             except (RedisError, OSError, TypeError, ValueError) as exc:
                 # TypeError/ValueError: what channels answers for a group name it refuses.
                 self.out_of_step = True

@@ -13,7 +13,7 @@ import logging
 
 from realtime import auth, bodies, conf, limits, policies, servers, sse
 from realtime.http import HttpError, Receive, Request, Send, check_method, endpoint
-from realtime.hub import RESET_GRACE_SECS, Connection, Payload, body
+from realtime.hub import CLOSING_FRAME, RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
 from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics
 from realtime.worker import aget_worker
@@ -43,6 +43,13 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     check_method(request, ("GET",))
     await limits.ahit("connect", request.client_address)
     topics = _topics(request)
+    try:
+        since = bodies.connect_since(request.query("since"), request.header("last-event-id"), topics)
+    except bodies.Invalid as exc:
+        raise HttpError(400, "invalid_since", exc.detail) from None
+    # A native EventSource reconnecting to a multi-topic stream names one topic's position: the others cannot
+    # be resumed, and are said to have a gap (realtime.js sends `since` for all of them instead).
+    lost = [] if (since and request.query("since")) or not request.header("last-event-id") else topics
     caller = await auth.aauthenticate(request)
     try:
         policies.check_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
@@ -61,7 +68,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     lingering = False
     try:
         try:
-            await worker.aattach(conn, topics)
+            await worker.aattach(conn, topics, since, lost)
         except Exception:
             # The response has started: no status can say it now. A last frame says why, then the stream ends.
             logger.exception("stream %s could not register its topics", conn.id)
@@ -71,14 +78,27 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
             # No second task per stream (a task costs about a kilobyte, times 100,000 streams): this one waits
             # for the disconnect, and Connection.close (a reset, a stopping worker) cancels that wait.
             conn.task = asyncio.current_task()
-            hello = json.dumps({"connection_id": conn.id, "member_id": member_id, "topics": sorted(conn.topics)})
-            conn.write(Payload(sse.frame(hello, event="connected")))
+            hello = {
+                "connection_id": conn.id,
+                "member_id": member_id,
+                "topics": sorted(conn.topics),
+                "positions": worker.positions(topic for topic in conn.topics if topic not in since),
+            }
+            conn.write(Payload(sse.frame(json.dumps(hello), event="connected")))
+            if since or lost:
+                await worker.aresume(conn, since, lost)
             while (await receive())["type"] != "http.disconnect":
                 pass
     except asyncio.CancelledError:
         task = conn.task
         if task is None or not conn.closed:
-            raise  # The server's own cancellation.
+            # The server's own cancellation: Daphne cancels every application first thing on SIGTERM, before
+            # the worker's own shutdown runs. The response still ends properly (the final chunk), so every
+            # client library sees a clean end of stream and reconnects, instead of a broken connection.
+            conn.close(CLOSING_FRAME)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.aended(), SHUTDOWN_END_SECS)
+            raise
         task.uncancel()
         lingering = True
     finally:
@@ -94,6 +114,10 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     finally:
         if isinstance(writer, QueuedWriter):
             await writer.aclose()
+
+
+# How long a stream ended by the server's shutdown waits for its last bytes to be handed over.
+SHUTDOWN_END_SECS = 2.0
 
 
 def _error_frame(code: str, detail: str) -> bytes:

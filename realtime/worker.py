@@ -15,10 +15,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime import conf, hooks, policies, revocation, servers, sse, tokens
+from realtime import conf, history, hooks, policies, revocation, servers, sse, tokens
 from realtime.dispatcher import (
     EVENT,
     EVENTS,
@@ -29,7 +30,8 @@ from realtime.dispatcher import (
     get_dispatcher,
     is_worker_channel,
 )
-from realtime.hub import Connection, Hub
+from realtime.history import Position
+from realtime.hub import CLOSING_FRAME, Connection, Hub, Payload, after_floor
 from realtime.outbox import Outbox
 from realtime.registry import Registry, RegistryUnavailable
 from realtime.rpc import (
@@ -41,6 +43,7 @@ from realtime.rpc import (
     Refused,
     Rpc,
 )
+from realtime.sequencer import Release, Sequencer
 from realtime.topics import ForbiddenTopic, TooManyTopics, check_topic_count
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,15 @@ UNSUBSCRIBE = "unsubscribe"
 _ERROR_BACKOFF_SECS = 1.0
 # While the registry is out of step with the hub (a Redis fault), it is resynced this often.
 REPAIR_SECS = 1.0
+# Topics per history read when the worker checks every hosted topic after a fault.
+SWEEP_BATCH = 500
+# Frames per write when a resumed stream is sent what it missed.
+REPLAY_CHUNK = 100
+
+
+def gap_frame(topics: list[str]) -> bytes:
+    """The frame that tells a client it missed events on these topics that nobody can give it: refetch them."""
+    return sse.frame(json.dumps({"topics": topics}, separators=(",", ":")), event="gap")
 
 
 class Worker:
@@ -63,6 +75,7 @@ class Worker:
         rpc_timeout_secs: float = 3.0,
         heartbeat_secs: float = 30.0,
         flush_secs: float = 0.02,
+        reorder_secs: float = 0.1,
     ) -> None:
         self.dispatcher = dispatcher
         self.hub = Hub()
@@ -72,6 +85,10 @@ class Worker:
         self.rpc_timeout_secs = rpc_timeout_secs
         self.heartbeat_secs = heartbeat_secs
         self.outbox = Outbox(self._deliver, flush_secs=flush_secs)
+        self.sequencer = Sequencer()
+        self.reorder_secs = reorder_secs
+        self._repairs: set[str] = set()  # topics whose hole a task is repairing
+        self._sweep_due = False  # a fault may have cost events: check every hosted topic against its history
         self.channel = ""
         self.registry = Registry(dispatcher, "", self._hosted)
         self.rpc = Rpc(dispatcher, "", timeout_secs=rpc_timeout_secs)
@@ -79,20 +96,36 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = False
-        self.stats = {"received_events": 0, "received_messages": 0, "stray_events": 0, "revoked_streams": 0}
+        self.stats = {
+            "received_events": 0,
+            "received_messages": 0,
+            "stray_events": 0,
+            "revoked_streams": 0,
+            "resumed_topics": 0,
+            "resume_gaps": 0,
+            "replayed_events": 0,
+            "history_failures": 0,
+            "sweeps": 0,
+        }
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def astart(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = await self.dispatcher.anew_worker_channel()
-        self.registry = Registry(self.dispatcher, self.channel, self._hosted, always=[revocation.CONTROL_GROUP])
+        self.registry = Registry(
+            self.dispatcher,
+            self.channel,
+            self._hosted,
+            always=[revocation.CONTROL_GROUP],
+            positioned=self.sequencer.start,
+        )
         self.rpc = Rpc(self.dispatcher, self.channel, timeout_secs=self.rpc_timeout_secs)
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
             self._task(self.outbox.run(), name="realtime-flush"),
             self._task(self._every(self.lease_secs / 3, self.registry.aresync), name="realtime-leases"),
-            self._task(self._every(REPAIR_SECS, self.registry.arepair, quiet=True), name="realtime-repair"),
+            self._task(self._every(REPAIR_SECS, self._repair, quiet=True), name="realtime-repair"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
         ]
         if hooks.member_heartbeats:
@@ -119,7 +152,7 @@ class Worker:
         self.stopped = True
         for conn in list(self.hub.connections.values()):
             # The final chunk: every client library sees a clean end and reconnects (to another worker).
-            conn.close()
+            conn.close(CLOSING_FRAME)
         for task in self._tasks:
             task.cancel()
         withdrawn = await self.registry.awithdraw(timeout_secs=timeout_secs)
@@ -131,12 +164,77 @@ class Worker:
         """144 random bits, then this worker's channel so any worker can route a request for it."""
         return f"{secrets.token_urlsafe(18)}~{self.channel}"
 
-    async def aattach(self, conn: Connection, topics: Iterable[str] = ()) -> None:
-        """Add a stream and its first topics; returns once this worker is registered for all of them."""
+    async def aattach(
+        self,
+        conn: Connection,
+        topics: Iterable[str] = (),
+        since: dict[str, Position] | None = None,
+        lost: Iterable[str] = (),
+    ) -> None:
+        """Add a stream and its first topics; returns once this worker is registered for all of them.
+
+        Topics in `since` (to resume) and `lost` (that cannot be) are held for `aresume`: their live events wait
+        until what was missed, or a `gap` frame, is written.
+        """
         self.hub.add(conn)
+        topics = list(topics)
+        held = [topic for topic in [*(since or {}), *lost] if topic in topics]
+        if held:
+            conn.catching_up = {topic: ([], []) for topic in held}
         await self.registry.async_topics(self.hub.subscribe(conn, topics))
         if conn.member_id is not None:
             self._beat([conn.member_id])
+
+    async def aresume(
+        self, conn: Connection, since: dict[str, Position], lost: Iterable[str] = ()
+    ) -> tuple[list[str], list[str]]:
+        """Write what the stream missed on each held topic since its position, then the live events that
+        waited meanwhile, each once and in order; a topic the history cannot resume, or `lost`, gets a `gap`.
+
+        Returns (recovered topics, gap topics).
+        """
+        waiting = conn.catching_up or {}
+        topics = [topic for topic in since if topic in waiting]
+        lost = [topic for topic in lost if topic in waiting and topic not in since]
+        if not topics and not lost:
+            return [], []
+        try:
+            replays = await self.dispatcher.aread_history({topic: since[topic] for topic in topics}) if topics else {}
+        except (RedisError, OSError) as exc:
+            # No history to read: the client is told which topics to refetch, never left with a silent hole.
+            self.stats["history_failures"] += 1
+            logger.warning("worker %s could not read the history to resume a stream: %s", self.channel, exc)
+            replays = {}
+        recovered = [topic for topic in topics if topic in replays and replays[topic].recovered]
+        gaps = [topic for topic in topics if topic not in recovered] + lost
+        out: list[bytes] = [gap_frame(gaps)] if gaps else []
+        replayed = 0
+        floors = conn.floors or {}
+        for topic in topics + lost:
+            frames, offsets = waiting.pop(topic)
+            replay = replays.get(topic)
+            if replay is None or not replay.recovered:
+                out.extend(frames)
+                continue
+            out.extend(replay.frames)
+            replayed += len(replay.frames)
+            # Live events that are also in the history arrived while it was read: sent once, from the history.
+            out.extend(after_floor(frames, offsets, replay.head.offset))
+            # The history can hold events this worker has not received yet (a round reaches the history before
+            # its workers): when they come, this stream skips them.
+            last = max((offset for offset in offsets if offset), default=0)
+            if replay.head.offset > last and 0 not in offsets:
+                floors[topic] = replay.head.offset
+        conn.catching_up = waiting or None
+        conn.floors = floors or None
+        self.stats["resumed_topics"] += len(recovered)
+        self.stats["resume_gaps"] += len(gaps)
+        self.stats["replayed_events"] += replayed
+        for start in range(0, len(out), REPLAY_CHUNK):
+            part = out[start : start + REPLAY_CHUNK]
+            if not conn.write(Payload(b"".join(part), len(part))):
+                break  # Closed, or reset for falling behind: it reconnects and resumes again.
+        return recovered, gaps
 
     def detach(self, conn: Connection) -> None:
         """Forget a closed stream (once). Sync, so it runs even in a cancelled task; deregistration follows."""
@@ -145,29 +243,49 @@ class Worker:
             return
         emptied = self.hub.remove(conn)
         if emptied:
+            self._forget(emptied)
             self._spawn(self.registry.async_topics(emptied))
         if conn.member_id is not None:
             # A last beat at the close: the member's offline window starts now, not at the previous beat, so a
             # reconnect anywhere within the whole window changes nothing.
             self._beat([conn.member_id])
 
-    async def achange(self, connection_id: str, op: str, topics: list[str], member_id: int | None) -> list[str]:
-        """Subscribe or unsubscribe a connection held by any worker; returns its resulting topics.
+    async def achange(
+        self,
+        connection_id: str,
+        op: str,
+        topics: list[str],
+        member_id: int | None,
+        since: dict[str, Position] | None = None,
+    ) -> dict[str, Any]:
+        """Subscribe or unsubscribe a connection held by any worker.
 
-        Raises Refused (unknown_connection, not_your_connection, forbidden_topic, too_many_topics).
+        Returns {"topics": its resulting topics, "positions": where each newly subscribed topic stands (what
+        to send back in `since` after a reconnect), "recovered": topics resumed from `since`, "gaps": topics
+        of `since` that could not be (the stream got a `gap` frame for them)}. Raises Refused
+        (unknown_connection, not_your_connection, forbidden_topic, too_many_topics, realtime_unavailable).
         """
+        since = since or {}
         _, _, channel = connection_id.partition("~")
         if channel == self.channel:
-            return await self._change_local(connection_id, op, topics, member_id)
+            return await self._change_local(connection_id, op, topics, member_id, since)
         # A worker that is not in the control group is not alive (or never was): refused at once, without a
         # message to a channel nobody reads (it held the request for the RPC timeout and left a Redis key).
         if not is_worker_channel(channel) or not await self._alive(channel):
             raise Refused(UNKNOWN_CONNECTION, "no open stream has this connection_id: open /realtime/connect again")
-        request = {"op": op, "connection_id": connection_id, "topics": topics, "member_id": member_id}
-        result: list[str] = await self.rpc.acall(channel, request)
+        request = {
+            "op": op,
+            "connection_id": connection_id,
+            "topics": topics,
+            "member_id": member_id,
+            "since": {topic: str(position) for topic, position in since.items()},
+        }
+        result: dict[str, Any] = await self.rpc.acall(channel, request)
         return result
 
-    async def _change_local(self, connection_id: str, op: str, topics: list[str], member_id: int | None) -> list[str]:
+    async def _change_local(
+        self, connection_id: str, op: str, topics: list[str], member_id: int | None, since: dict[str, Position]
+    ) -> dict[str, Any]:
         conn = self.hub.get(connection_id)
         if conn is None or conn.closed:
             raise Refused(UNKNOWN_CONNECTION, "no open stream has this connection_id: open /realtime/connect again")
@@ -182,19 +300,35 @@ class Worker:
             except TooManyTopics as exc:
                 raise Refused(TOO_MANY_TOPICS, str(exc)) from None
             added = [topic for topic in topics if topic not in conn.topics]
+            # Only new topics resume: one already subscribed is receiving its events live.
+            resuming = {topic: since[topic] for topic in added if topic in since}
+            if resuming:
+                conn.catching_up = {**(conn.catching_up or {}), **{topic: ([], []) for topic in resuming}}
             try:
                 await self.registry.async_topics(self.hub.subscribe(conn, topics))
             except RegistryUnavailable as exc:
                 # Never a 200 for a subscription that would receive nothing: the new topics are taken back
                 # (what was subscribed before stays), and the registry repairs whatever half-happened.
-                self.hub.unsubscribe(conn, added)
+                self._forget(self.hub.unsubscribe(conn, added))
+                if conn.catching_up is not None:
+                    for topic in resuming:
+                        conn.catching_up.pop(topic, None)
+                    conn.catching_up = conn.catching_up or None
                 raise Refused(UNAVAILABLE, f"{exc}: nothing was subscribed, retry shortly") from None
-        else:
-            with contextlib.suppress(RegistryUnavailable):
-                # The stream stops receiving them at once (the hub); a registration left behind is withdrawn
-                # by the registry's repair.
-                await self.registry.async_topics(self.hub.unsubscribe(conn, topics))
-        return sorted(conn.topics)
+            recovered, gaps = await self.aresume(conn, resuming)
+            return {
+                "topics": sorted(conn.topics),
+                "positions": self.positions(topic for topic in added if topic not in resuming),
+                "recovered": recovered,
+                "gaps": gaps,
+            }
+        emptied = self.hub.unsubscribe(conn, topics)
+        self._forget(emptied)
+        with contextlib.suppress(RegistryUnavailable):
+            # The stream stops receiving them at once (the hub); a registration left behind is withdrawn
+            # by the registry's repair.
+            await self.registry.async_topics(emptied)
+        return {"topics": sorted(conn.topics), "positions": {}, "recovered": [], "gaps": []}
 
     def receiving(self) -> bool:
         """Whether the receive loop runs (it restarts itself after errors; done only if it crashed or stopped)."""
@@ -235,10 +369,26 @@ class Worker:
     def _hosted(self) -> dict[str, set[Connection]]:
         return self.hub.topics
 
-    async def _serve_change(self, message: LayerMessage) -> list[str]:
+    async def _serve_change(self, message: LayerMessage) -> dict[str, Any]:
+        # Positions were checked by the worker that took the request; a malformed one is a bug there.
+        since = {topic: history.parse_position(value) for topic, value in (message.get("since") or {}).items()}
         return await self._change_local(
-            message["connection_id"], message["op"], list(message["topics"]), message.get("member_id")
+            message["connection_id"], message["op"], list(message["topics"]), message.get("member_id"), since
         )
+
+    def positions(self, topics: Iterable[str]) -> dict[str, str]:
+        """Where each topic stands for this worker's streams, as a client sends it back in `since` to resume.
+
+        Topics without history (or not yet positioned) are left out: they cannot be resumed.
+        """
+        known = self.sequencer.positions
+        return {topic: str(known[topic]) for topic in topics if topic in known}
+
+    def _forget(self, topics: list[str]) -> None:
+        """Topics no longer hosted here: their order is no longer this worker's to keep."""
+        for topic in topics:
+            if not self.hub.has_topic(topic):
+                self.sequencer.forget(topic)
 
     # -- background loops -------------------------------------------------------------------------
 
@@ -250,14 +400,18 @@ class Worker:
                 if kind in (EVENTS, EVENT):
                     self.stats["received_messages"] += 1
                     # A round's events for this worker, or one topic's (the in-memory layer's group_send).
-                    pairs = message["events"] if kind == EVENTS else [(message["topic"], message["frames"])]
-                    for topic, frames in pairs:
+                    rows = (
+                        message["events"]
+                        if kind == EVENTS
+                        else [(message["topic"], message["epoch"], message["first"], message["frames"])]
+                    )
+                    for topic, epoch, first, frames in rows:
                         if topic == revocation.CONTROL_GROUP:
                             for frame in frames:
                                 self._revoke(frame)
                             continue
                         self.stats["received_events"] += len(frames)
-                        await self.outbox.put(topic, frames)
+                        await self._release(topic, self.sequencer.admit(topic, epoch, first, frames))
                 elif kind == RPC:
                     self._spawn(self.rpc.aserve(message, self._serve_change))
                 elif kind == REPLY:
@@ -267,15 +421,72 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Redis may have restarted empty (every group gone): resync as soon as it answers again.
+                # Redis may have restarted empty (every group gone): resync as soon as it answers again, then
+                # check every topic against its history (messages may have been lost with the connection).
                 self.registry.out_of_step = True
+                self._sweep_due = True
                 logger.exception("realtime receive loop failed; retrying in %.1fs", _ERROR_BACKOFF_SECS)
                 await asyncio.sleep(_ERROR_BACKOFF_SECS)
 
-    async def _deliver(self, topic: str, frames: list[bytes]) -> None:
+    async def _release(self, topic: str, release: Release) -> None:
+        """Queue what the sequencer lets through (a gap frame first), and repair a hole if one opened."""
+        if release.gap:
+            logger.warning("worker %s: events of %s are lost; its streams are told (gap)", self.channel, topic)
+            await self.outbox.put(topic, [gap_frame([topic])])
+        if release.frames:
+            await self.outbox.put(topic, release.frames, release.offsets)
+        if release.hole and topic not in self._repairs:
+            self._repairs.add(topic)
+            self._spawn(self._repair_hole(topic))
+
+    async def _repair_hole(self, topic: str) -> None:
+        """A topic's events came with a hole: wait briefly for the missing ones, then read them from history."""
+        try:
+            await asyncio.sleep(self.reorder_secs)
+            while self.sequencer.has_hole(topic):
+                asked = self.sequencer.positions[topic]
+                try:
+                    replay = (await self.dispatcher.aread_history({topic: asked}))[topic]
+                except (RedisError, OSError) as exc:
+                    self.stats["history_failures"] += 1
+                    logger.warning("worker %s: history of %s unreadable (%s); retrying", self.channel, topic, exc)
+                    await asyncio.sleep(_ERROR_BACKOFF_SECS)
+                    continue
+                await self._release(topic, self.sequencer.fill(topic, asked, replay))
+        finally:
+            self._repairs.discard(topic)
+
+    async def _repair(self) -> None:
+        """Every second: resync the registry if a fault put it out of step, then check every hosted topic."""
+        if self.registry.out_of_step:
+            self._sweep_due = True
+            await self.registry.arepair()
+        if self._sweep_due:
+            self._sweep_due = False
+            try:
+                await self._sweep()
+            except BaseException:
+                self._sweep_due = True
+                raise
+
+    async def _sweep(self) -> None:
+        """After a fault: deliver what each hosted topic's history has beyond this worker's position (events
+        lost on the way), or a gap where the history cannot say (Redis restarted empty)."""
+        self.stats["sweeps"] += 1
+        topics = list(self.sequencer.positions)
+        for start in range(0, len(topics), SWEEP_BATCH):
+            asked = {
+                topic: self.sequencer.positions[topic]
+                for topic in topics[start : start + SWEEP_BATCH]
+                if topic in self.sequencer.positions
+            }
+            replays = await self.dispatcher.aread_history(asked)
+            for topic, replay in replays.items():
+                await self._release(topic, self.sequencer.fill(topic, asked[topic], replay))
+
+    async def _deliver(self, topic: str, frames: list[bytes], offsets: list[int]) -> None:
         # Several events for one topic (one round, or one flush interval) go out as one write per stream.
-        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-        if not await self.hub.fan_out(topic, chunk, frames=len(frames)):
+        if not await self.hub.fan_out(topic, frames, offsets):
             self.stats["stray_events"] += len(frames)
 
     async def _every(self, interval_secs: float, job: Callable[[], Awaitable[None]], *, quiet: bool = False) -> None:
@@ -352,6 +563,7 @@ class Worker:
             **self.stats,
             **self.rpc.stats,
             **self.registry.stats,
+            **self.sequencer.stats,
             "registry_out_of_step": self.registry.out_of_step,
             **self.hub.stats,
             **{f"outbox_{name}": value for name, value in self.outbox.stats.items()},
@@ -383,6 +595,7 @@ async def aget_worker() -> Worker:
                 rpc_timeout_secs=conf.get("RPC_TIMEOUT_SECS"),
                 heartbeat_secs=conf.get("HEARTBEAT_SECS"),
                 flush_secs=conf.get("FLUSH_MS") / 1000,
+                reorder_secs=conf.get("REORDER_MS") / 1000,
             )
             await worker.astart()
             servers.on_shutdown(worker.astop)

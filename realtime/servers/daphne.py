@@ -69,6 +69,7 @@ class DaphneWriter:
     kind = "daphne-direct"
     # One per open stream: slots, and no backlog deque until the socket first stops draining.
     __slots__ = (
+        "ended",
         "ending",
         "max_pending",
         "paused",
@@ -90,6 +91,7 @@ class DaphneWriter:
         self.pending_frames = 0
         self.paused = False
         self.ending = False
+        self.ended: asyncio.Task[None] | None = None
 
     # -- Twisted's IPushProducer interface (called from the reactor, which runs on the asyncio loop) -------
 
@@ -132,7 +134,7 @@ class DaphneWriter:
         self.pending = None
         self.pending_frames = 0
         # Daphne's own send path ends the chunked response (and never blocks: it has no backpressure).
-        asyncio.get_running_loop().create_task(self._aend(final))
+        self.ended = asyncio.get_running_loop().create_task(self._aend(final))
         if abort_after_secs is not None:
             # A reader that never reads again would otherwise keep Twisted's buffer for this socket forever
             # (HTTP/1.1 keeps the connection open).
@@ -140,6 +142,10 @@ class DaphneWriter:
             asyncio.get_running_loop().call_later(
                 abort_after_secs, lambda: None if transport.disconnected else transport.abortConnection()
             )
+
+    async def aended(self) -> None:
+        if self.ended is not None:
+            await asyncio.shield(self.ended)
 
     async def _aend(self, final: bytes) -> None:
         try:

@@ -79,6 +79,10 @@ class QueuedWriter:
             if self._abort is not None:
                 self._abort.cancel()
 
+    async def aended(self) -> None:
+        if self.ending:
+            await asyncio.shield(self.task)  # The drain task sends the final bytes, then returns.
+
     async def aclose(self) -> None:
         """Stop the drain task (the stream's task is returning)."""
         if not self.task.done():

@@ -79,12 +79,12 @@ async def test_fan_out_writes_the_same_frame_to_each_subscriber_only() -> None:
     hub.subscribe(a, ["t"])
     hub.subscribe(b, ["t"])
     hub.subscribe(c, ["other"])
-    assert await hub.fan_out("t", b"frame") == 2
+    assert await hub.fan_out("t", [b"frame"]) == 2
     await rec_a.settle()
     assert rec_a.bodies == [b"frame"]
     assert rec_b.bodies == [b"frame"]
     assert rec_c.bodies == []
-    assert await hub.fan_out("nobody", b"x") == 0
+    assert await hub.fan_out("nobody", [b"x"]) == 0
 
 
 async def test_a_stalled_stream_buffers_then_flushes_in_order() -> None:
@@ -95,7 +95,7 @@ async def test_a_stalled_stream_buffers_then_flushes_in_order() -> None:
     rec.stall()
     await rec.settle()
     for n in range(3):
-        await hub.fan_out("t", b"%d" % n)
+        await hub.fan_out("t", [b"%d" % n])
     assert rec.bodies == []
     rec.flowing.set()
     await rec.settle()
@@ -112,7 +112,7 @@ async def test_a_stalled_reader_never_delays_the_others_and_is_reset_past_its_ba
     rec_slow.stall()
     for n in range(4):
         # Bounded: a fan-out that awaited the stalled socket would never return.
-        await asyncio.wait_for(hub.fan_out("t", b"%d" % n), 1)
+        await asyncio.wait_for(hub.fan_out("t", [b"%d" % n]), 1)
         await rec_fast.settle()
     assert slow.closed
     assert hub.stats["overflow_closed"] == 1
@@ -131,7 +131,7 @@ async def test_the_backlog_counts_events_not_writes() -> None:
     hub.subscribe(slow, ["t"])
     rec.stall()
     await rec.settle()
-    await hub.fan_out("t", b"three events", frames=3)
+    await hub.fan_out("t", [b"one", b"two", b"three"])
     assert not slow.closed
-    await hub.fan_out("t", b"three more", frames=3)
+    await hub.fan_out("t", [b"four", b"five", b"six"])
     assert slow.closed

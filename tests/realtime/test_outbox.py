@@ -15,7 +15,7 @@ class Recorder(list):
         super().__init__()
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, topic: str, frames: list[bytes]) -> None:
+    async def __call__(self, topic: str, frames: list[bytes], offsets: list[int]) -> None:
         self.append((topic, list(frames)))
         if self.gate is not None:
             await self.gate.wait()
@@ -119,10 +119,10 @@ async def test_an_empty_flush_delivers_nothing(flush_secs: float) -> None:
 async def test_a_failing_fan_out_costs_only_its_own_topic_and_the_outbox_goes_on() -> None:
     delivered = Recorder()
 
-    async def deliver(topic: str, frames: list[bytes]) -> None:
+    async def deliver(topic: str, frames: list[bytes], offsets: list[int]) -> None:
         if topic == "broken":
             raise RuntimeError("a stream's write blew up")
-        await delivered(topic, frames)
+        await delivered(topic, frames, offsets)
 
     outbox = Outbox(deliver, flush_secs=0.0, max_frames=2, clock=FakeClock())
     runner = asyncio.create_task(outbox.run())

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from realtime import sse
-from realtime.events import IdClock, InvalidEvent, check_type, encode_frame
+from realtime.events import IdClock, InvalidEvent, check_type, encode_template, frame_at
 
 
 def parse(stream: bytes) -> list[dict]:
@@ -40,13 +40,23 @@ def parse(stream: bytes) -> list[dict]:
         "",
     ],
 )
-def test_event_payloads_cannot_break_out_of_their_frame(payload):
-    frame = encode_frame("1-n", "video.1.likes", "like.created", {"text": payload}, 1.5)
+@pytest.mark.parametrize("epoch", ["e1", ""])
+def test_event_payloads_cannot_break_out_of_their_frame(payload, epoch):
+    template = encode_template("1-n", "video.1.likes", "like.created", {"text": payload}, 1.5)
+    frame = frame_at(template, "video.1.likes", epoch, 7)
     frames = parse(frame)
     assert len(frames) == 1
     assert frames[0]["event"] == "like.created"
-    assert frames[0]["id"] == "1-n"
-    assert json.loads(frames[0]["data"])["data"] == {"text": payload}
+    event = json.loads(frames[0]["data"])
+    assert event["data"] == {"text": payload}
+    assert event["id"] == "1-n"
+    if epoch:
+        # The SSE id is the position, which EventSource sends back as Last-Event-ID.
+        assert frames[0]["id"] == "video.1.likes:e1:7"
+        assert (event["epoch"], event["offset"]) == ("e1", 7)
+    else:
+        assert "id" not in frames[0]
+        assert "offset" not in event
     assert frame.count(b"\n\n") == 1
     assert frame.endswith(b"\n\n")
     assert b"\r" not in frame
@@ -70,9 +80,9 @@ def test_comment_and_retry():
 
 def test_unserialisable_data_is_an_invalid_event():
     with pytest.raises(InvalidEvent, match="JSON"):
-        encode_frame("1-n", "t", "x", {"when": object()}, 0)
+        encode_template("1-n", "t", "x", {"when": object()}, 0)
     with pytest.raises(InvalidEvent, match="JSON"):
-        encode_frame("1-n", "t", "x", float("nan"), 0)
+        encode_template("1-n", "t", "x", float("nan"), 0)
 
 
 @pytest.mark.parametrize("name", ["Like", "like created", "like.", "", "a" * 65, None, "like\n"])

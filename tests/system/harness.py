@@ -176,13 +176,21 @@ class Frame:
     def json(self) -> Any:
         return json.loads(self.data)
 
+    @property
+    def event_id(self) -> str:
+        """The published event's id (the SSE `id:` line is its position in the topic's history)."""
+        return str(self.json()["id"])
+
 
 class SSEClient:
     """A real HTTP client on one SSE stream, parsing frames as the EventSource spec says."""
 
-    def __init__(self, base_url: str, *, topics: list[str] | None = None, headers: dict | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, topics: list[str] | None = None, headers: dict | None = None, since: str = ""
+    ) -> None:
         self.base_url = base_url
         self.topics = topics or []
+        self.since = since
         self.headers = headers or {}
         self.frames: asyncio.Queue[Frame] = asyncio.Queue()
         self.comments = 0
@@ -201,7 +209,9 @@ class SSEClient:
         await self.close()
 
     async def connect(self) -> Frame:
-        params = {"topics": ",".join(self.topics)} if self.topics else None
+        params = {"topics": ",".join(self.topics)} if self.topics else {}
+        if self.since:
+            params["since"] = self.since
         request = self._client.build_request(
             "GET", f"{self.base_url}/realtime/connect", params=params, headers=self.headers
         )
@@ -270,15 +280,19 @@ class SSEClient:
 
 
 async def subscribe(
-    base_url: str, connection_id: str, topics: list[str], *, method: str = "POST", headers: dict | None = None
+    base_url: str,
+    connection_id: str,
+    topics: list[str],
+    *,
+    method: str = "POST",
+    headers: dict | None = None,
+    since: dict | None = None,
 ) -> httpx.Response:
+    body: dict[str, Any] = {"connection_id": connection_id, "topics": topics}
+    if since is not None:
+        body["since"] = since
     async with httpx.AsyncClient(timeout=10) as client:
-        return await client.request(
-            method,
-            f"{base_url}/realtime/subscriptions",
-            json={"connection_id": connection_id, "topics": topics},
-            headers=headers or {},
-        )
+        return await client.request(method, f"{base_url}/realtime/subscriptions", json=body, headers=headers or {})
 
 
 async def publish(base_url: str, token: str, topic: str, event_type: str, data: Any) -> httpx.Response:

@@ -47,8 +47,8 @@ async def test_a_like_published_in_dc1_reaches_a_subscriber_in_dc2_exactly_once(
         response = await publish(dc1.url, tokens["admin"], "news.1.likes", "like.created", {"n": 1})
         assert response.status_code == 202
         frame = await viewer.next_event("like.created")
-        assert frame.id == response.json()["ids"][0]
-        assert frame.id.split("-", 1)[1].startswith("dc1.")
+        assert frame.event_id == response.json()["ids"][0]
+        assert frame.event_id.split("-", 1)[1].startswith("dc1.")
         await viewer.assert_no_frame(within=0.5)
 
 
@@ -68,7 +68,7 @@ async def test_three_data_centres_every_subscriber_gets_each_event_exactly_once(
             response = await publish(worker.url, tokens["admin"], "news.flash", "news.posted", {"n": n})
             sent.append(response.json()["ids"][0])
         for viewer in viewers:
-            got = [(await viewer.next_event("news.posted")).id for _ in range(3)]
+            got = [(await viewer.next_event("news.posted")).event_id for _ in range(3)]
             assert sorted(got) == sorted(sent)
             await viewer.assert_no_frame(within=0.3)
 
@@ -101,7 +101,7 @@ async def test_forged_replayed_and_unsigned_peer_requests_are_rejected(data_cent
         replay = await http.post(url, content=body, headers=genuine)
         assert replay.status_code == 200
         assert replay.json()["delivered"] == 0
-        assert (await viewer.next_event("like.created")).id == "1-dc1.x"
+        assert (await viewer.next_event("like.created")).event_id == "1-dc1.x"
         await viewer.assert_no_frame(within=0.3)
         bad = signed_headers(SECRET, "dc1", b"{not json", time.time())
         response = await http.post(url, content=b"{not json", headers=bad)

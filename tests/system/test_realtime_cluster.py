@@ -27,7 +27,7 @@ async def test_subscriber_on_a_receives_event_published_through_b(pair, tokens):
         frame = await client.next_event("like.created")
         assert frame.json()["data"] == {"n": 1}
         assert frame.json()["topic"] == "news.1.likes"
-        assert frame.id == response.json()["ids"][0]
+        assert frame.event_id == response.json()["ids"][0]
 
 
 async def test_subscription_sent_to_b_for_a_connection_held_by_a(pair, tokens):
@@ -213,9 +213,9 @@ async def test_events_on_one_topic_arrive_in_order_with_increasing_ids(pair, tok
         ids = response.json()["ids"]
         assert len(set(ids)) == 20
         frames = [await client.next_event("like.created") for _ in range(23)]
-        batch = [frame for frame in frames if frame.id in ids]
+        batch = [frame for frame in frames if frame.event_id in ids]
         assert [frame.json()["data"]["n"] for frame in batch] == list(range(20))
-        numeric = [int(frame.id.split("-")[0]) for frame in batch]
+        numeric = [int(frame.event_id.split("-")[0]) for frame in batch]
         assert numeric == sorted(numeric)
 
 

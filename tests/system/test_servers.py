@@ -5,6 +5,7 @@ import asyncio
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import requests
 
 from tests.system.harness import SERVERS, SSEClient, eventually, publish, stats, streams
 
@@ -43,6 +44,45 @@ async def test_sigterm_ends_the_streams_and_withdraws_the_registrations(redis_se
     finally:
         await reader.close()
         await store.aclose()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("library", ["httpx", "requests"])
+async def test_sigterm_ends_each_stream_cleanly_for_every_client_library(start_worker, server, library):
+    # A stream cut without its final chunk makes httpx and requests raise ("incomplete chunked read") instead
+    # of reconnecting: the server must end the response, saying why, before it exits.
+    worker = start_worker(server=server)
+    url = f"{worker.url}/realtime/connect?topics=servers.bye"
+    opened = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def read_with_requests() -> bytes:
+        with requests.get(url, stream=True, timeout=(5, 30)) as response:
+            body = b""
+            for chunk in response.iter_content(chunk_size=None):
+                body += chunk
+                if b"event: connected" in body:
+                    loop.call_soon_threadsafe(opened.set)
+            return body
+
+    async def read_with_httpx() -> bytes:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(5, read=30)) as client,
+            client.stream("GET", url) as response,
+        ):
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if b"event: connected" in body:
+                    opened.set()
+            return body
+
+    reader = asyncio.create_task(read_with_httpx() if library == "httpx" else asyncio.to_thread(read_with_requests))
+    await asyncio.wait_for(opened.wait(), 10)  # attached to the worker
+    worker.process.terminate()
+    body = await asyncio.wait_for(reader, 20)  # raises if the library saw a broken stream
+    assert b"event: connected" in body
+    assert body.endswith(b'event: closing\ndata: {"reason": "shutdown"}\n\n')
 
 
 async def _zero(store: aioredis.Redis, key: str) -> bool:
