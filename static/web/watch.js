@@ -120,7 +120,10 @@
   const memberIds = [...document.querySelectorAll("#viewers [data-member]")].map((li) => Number(li.dataset.member));
 
   // -- loading and refreshing -------------------------------------------------------------------
-  function refresh() {
+  // Each part of the page loads once, after its subscription is in place (so no change falls between the load
+  // and the first event), and again only if its topic reports a gap: after a reconnect the stream replays
+  // what was missed, so nothing is refetched.
+  function refreshVideo() {
     api(`/api/videos/${videoId}`)
       .then((video) => {
         likes = 0;
@@ -128,19 +131,24 @@
         viewerCount.textContent = video.viewer_count == null ? "–" : String(video.viewer_count);
       })
       .catch((error) => console.warn("video refresh failed", error));
+  }
+
+  function refreshComments() {
     api(`/api/videos/${videoId}/comments`)
       .then((page) => {
         commentsList.replaceChildren();
         for (const comment of page.results) addComment(comment, false);
       })
       .catch((error) => console.warn("comments refresh failed", error));
-    if (memberIds.length) {
-      api(`/api/presence?members=${memberIds.join(",")}`)
-        .then((body) => {
-          for (const state of body.members) showPresence(state.member, state.status, state.changed_at);
-        })
-        .catch((error) => console.warn("presence refresh failed", error));
-    }
+  }
+
+  function refreshPresence() {
+    if (!memberIds.length) return;
+    api(`/api/presence?members=${memberIds.join(",")}`)
+      .then((body) => {
+        for (const state of body.members) showPresence(state.member, state.status, state.changed_at);
+      })
+      .catch((error) => console.warn("presence refresh failed", error));
   }
 
   // -- the stream -------------------------------------------------------------------------------
@@ -150,30 +158,39 @@
       showLikes(event.data.count);
       floatHearts(event.data.covered || 1);
     },
+    gap: refreshVideo,
   });
   // The census counts the streams subscribed to this video's likes, across all workers.
   rt.subscribe(`census.video.${videoId}.likes`, {
     "census.changed": (event) => {
       viewerCount.textContent = String(event.data.count);
     },
+    gap: refreshVideo,
   });
   rt.subscribe(`video.${videoId}.comments`, {
     "comment.created": (event) => addComment(event.data, true),
     "comment.hidden": (event) => removeComment(event.data.id),
     "comment.unhidden": (event) => addComment(event.data, true),
+    gap: refreshComments,
   });
   for (const memberId of memberIds) {
     rt.subscribe(`presence.member.${memberId}`, {
       "presence.changed": (event) => showPresence(event.data.member, event.data.status, event.data.changed_at),
+      gap: refreshPresence,
     });
   }
   rt.onState((state) => {
     conn.textContent = state === "connected" ? "live" : state === "connecting" ? "connecting…" : "reconnecting…";
     conn.classList.toggle("ok", state === "connected");
   });
-  // Load state only once the subscriptions are in place (and again after every reconnect), so no change
-  // falls between the load and the first event.
-  rt.onReady(refresh);
+  let loaded = false;
+  rt.onReady(() => {
+    if (loaded) return;
+    loaded = true;
+    refreshVideo();
+    refreshComments();
+    refreshPresence();
+  });
 
   // -- an honest stand-in for the video ---------------------------------------------------------
   const canvas = document.getElementById("standin");

@@ -1,9 +1,11 @@
 """Two members in two browsers on the watch page: likes, comments, presence dots, moderation."""
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import FAST_PRESENCE, sign_in
+from tests.system.harness import Worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -114,3 +116,61 @@ def test_two_browsers_on_two_workers_share_likes_and_comments(browser, redis_ser
     finally:
         context_a.close()
         context_b.close()
+
+
+def test_a_worker_killed_mid_stream_of_comments_costs_no_comment_and_no_refetch(
+    browser, redis_server, start_worker, video, tokens
+):
+    holder = start_worker(redis_server.url, name="holder")
+    other = start_worker(redis_server.url, name="other")
+    again = None
+    context = browser.new_context()
+    try:
+        page = sign_in(context, holder.url, "alice")
+        loads: list[str] = []
+        page.on("request", lambda r: loads.append(r.url) if r.method == "GET" and "/api/videos/" in r.url else None)
+        open_watch(page, holder.url, video)
+        # Every delivery the page's client hands to a handler, duplicates included.
+        page.evaluate(
+            """(topic) => {
+                window.__seen = [];
+                Realtime.connect().subscribe(topic, {"comment.created": (e) => window.__seen.push(e.data.text)});
+            }""",
+            f"video.{video['id']}.comments",
+        )
+        comments = page.get_by_role("list", name="Comments")
+
+        def post(n: int) -> None:
+            response = httpx.post(
+                f"{other.url}/api/videos/{video['id']}/comments",
+                json={"text": f"comment {n}"},
+                headers={"Authorization": f"Token {tokens['bob']}"},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+
+        for n in range(1, 6):
+            post(n)
+        expect(comments).to_contain_text("comment 5", timeout=10_000)
+        loads_before = len(loads)
+        holder.kill()
+        for n in range(6, 11):  # accepted while the page's worker is dead
+            post(n)
+        # The same address comes back (a supervisor restarting the worker): the page reconnects and resumes.
+        again = Worker(holder.env, name="holder-again")
+        again.port = holder.port
+        again.start()
+        for n in range(11, 13):
+            post(n)
+        expect(comments).to_contain_text("comment 12", timeout=15_000)
+        expect(page.get_by_role("status", name="Connection")).to_have_text("live", timeout=10_000)
+        seen = page.evaluate("window.__seen")
+        assert seen == [f"comment {n}" for n in range(1, 13)]  # each once, in order
+        shown = page.locator("#comments li .text").all_inner_texts()
+        assert sorted(shown) == sorted(f"comment {n}" for n in range(1, 13))
+        # Nothing was refetched: the stream replayed what the page missed.
+        assert loads[loads_before:] == []
+    finally:
+        context.close()
+        if again is not None:
+            again.stop()
