@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 ERROR = {"$ref": "#/components/schemas/RealtimeError"}
 _TOPIC = {"type": "string", "maxLength": MAX_TOPIC_LENGTH, "pattern": r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"}
+_POSITION = {"type": "string", "pattern": r"^([0-9a-z]{1,32}:[0-9]{1,18}|:0)$", "example": "3f9a1c2e:17"}
 _EVENT = {
     "type": "object",
     "required": ["topic", "type", "data"],
@@ -53,12 +54,31 @@ SCHEMAS: dict[str, object] = {
         "properties": {
             "connection_id": {"type": "string", "maxLength": 300},
             "topics": {"type": "array", "items": _TOPIC, "minItems": 1},
+            "since": {
+                "type": "object",
+                "description": (
+                    "POST only: per topic (one of `topics`), the position of the last event the client has, as its "
+                    "events carry it: the stream is sent what it missed since, in order, then live events; a topic "
+                    "that cannot be resumed gets a `gap` frame"
+                ),
+                "additionalProperties": _POSITION,
+            },
         },
     },
     "Subscription": {
         "type": "object",
         "required": ["connection_id", "topics"],
-        "properties": {"connection_id": {"type": "string"}, "topics": {"type": "array", "items": _TOPIC}},
+        "properties": {
+            "connection_id": {"type": "string"},
+            "topics": {"type": "array", "items": _TOPIC, "description": "the stream's topics now"},
+            "positions": {
+                "type": "object",
+                "description": "where each newly subscribed topic stands: send it back in `since` after a reconnect",
+                "additionalProperties": _POSITION,
+            },
+            "recovered": {"type": "array", "items": _TOPIC, "description": "topics of `since` resumed exactly"},
+            "gaps": {"type": "array", "items": _TOPIC, "description": "topics of `since` that could not be resumed"},
+        },
     },
 }
 
@@ -66,7 +86,7 @@ SCHEMAS: dict[str, object] = {
 COMMON = {400: "bad Host header or malformed request", 413: "body too large", 408: "body too slow"}
 STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("/realtime/connect", "get"): {
-        400: "an invalid topic, or a Host outside ALLOWED_HOSTS",
+        400: "an invalid topic or `since`, or a Host outside ALLOWED_HOSTS",
         401: "an Authorization header that is not a valid token",
         403: "a topic this stream may not read",
         405: "not GET",
@@ -137,11 +157,34 @@ def _operations() -> dict[str, object]:
                         "required": False,
                         "schema": {"type": "string"},
                         "description": "comma-separated topics to subscribe at once",
-                    }
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": (
+                            "comma-separated `<topic>:<epoch>:<offset>` (an event's SSE id): resume those topics"
+                        ),
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": (
+                            "sent by EventSource on reconnect: resumes the topic it names; without `since`, the "
+                            "stream's other topics get a `gap` frame"
+                        ),
+                    },
                 ],
                 "responses": {
                     "200": {
-                        "description": "the stream: `retry:`, `event: connected`, events, keep-alive comments",
+                        "description": (
+                            "the stream: `retry:`, `event: connected`, then missed events or `event: gap`, events "
+                            "(SSE id `<topic>:<epoch>:<offset>`), keep-alive comments, and `event: closing` when "
+                            "the worker stops"
+                        ),
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **_errors("/realtime/connect", "get"),

@@ -304,3 +304,32 @@ async def test_a_connection_on_a_worker_that_does_not_exist_is_refused_at_once(c
     assert response.status_code == 404
     assert response.json()["code"] == "unknown_connection"
     assert time.monotonic() - started < 1.0  # not the RPC timeout (3 s): nothing was sent to that channel
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "ab12:3",  # not an object
+        {"other.topic": "ab12:3"},  # not one of the topics
+        {"news.flash": "ab12"},
+        {"news.flash": "AB12:3"},
+        {"news.flash": "ab12:-3"},
+        {"news.flash": {"epoch": "ab12", "offset": "x"}},
+        {"news.flash": ":5"},  # an empty epoch is only "no event yet", offset 0
+    ],
+)
+async def test_a_malformed_since_is_a_400_saying_why(client: httpx.AsyncClient, since: object) -> None:
+    body = {"connection_id": "nope", "topics": ["news.flash"], "since": since}
+    response = await client.post("/realtime/subscriptions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid"
+    assert "since" in response.json()["errors"]
+
+
+@pytest.mark.parametrize("since", ["news.flash", "news.flash:ab:x", "other.topic:ab12:3", "news.flash:AB:1"])
+async def test_a_malformed_since_on_connect_is_a_400_before_the_stream_opens(
+    client: httpx.AsyncClient, since: str
+) -> None:
+    response = await client.get(f"/realtime/connect?topics=news.flash&since={since}")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_since"

@@ -124,3 +124,28 @@ async def test_with_dc2_down_dc1_still_delivers_locally_and_counts_the_failures(
             return peer["failed_attempts"] >= 1 and peer["forwarded"] == 0 and peer
 
         await eventually(failures_counted, timeout=10)
+
+
+async def test_a_dc2_client_resumes_what_dc1_published_while_it_was_away(data_centres, tokens):
+    dc1, dc2 = data_centres(2)
+    topic = "news.9.resume"
+    async with streams(SSEClient(dc2.url, topics=[topic])) as (viewer,):
+        assert (await publish(dc1.url, tokens["admin"], topic, "news.posted", {"n": 0})).status_code == 202
+        first = await viewer.next_event("news.posted")
+    # The position is DC-2's own: DC-2's history holds the events it received from DC-1.
+    assert first.id.startswith(f"{topic}:")
+    away = []
+    for n in range(1, 4):
+        response = await publish(dc1.url, tokens["admin"], topic, "news.posted", {"n": n})
+        assert response.status_code == 202
+        away.extend(response.json()["ids"])
+    # DC-2 has them (forwarding is asynchronous) before the client comes back.
+    await eventually(lambda: _delivered(dc2.url, tokens["admin"], 4), timeout=10)
+    async with streams(SSEClient(dc2.url, topics=[topic], headers={"Last-Event-ID": first.id})) as (viewer,):
+        got = [(await viewer.next_event("news.posted")).event_id for _ in range(3)]
+        assert got == away
+        await viewer.assert_no_frame(within=0.5)
+
+
+async def _delivered(url: str, token: str, count: int) -> bool:
+    return (await stats(url, token))["dispatch_published"] >= count
