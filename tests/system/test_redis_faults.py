@@ -57,12 +57,17 @@ async def test_redis_restarted_empty_under_traffic(redis_server, start_worker, t
 
             redis_server.start()  # same port, empty: every group and message is gone
             returned_at = time.time()
-            # Every stream receives again within 2 s of Redis returning, with no help from the client.
+            # Every stream receives again within 2 s of Redis returning, with no help from the client, and is
+            # told first that the events accepted before Redis lost them are gone (a gap, never a silence).
+            gaps = []
             while True:
-                frame = await reader.next_event("tick", timeout=10)
-                if frame.json()["data"]["at"] >= returned_at:
+                frame = await reader.next_frame(timeout=10)
+                if frame.event == "gap":
+                    gaps.append(frame.json())
+                elif frame.event == "tick" and frame.json()["data"]["at"] >= returned_at:
                     break
             assert time.time() - returned_at < 2.0, "the stream did not receive again within 2 s"
+            assert gaps == [{"topics": ["fault.ticks"]}]
         finally:
             stop.set()
             await sender
