@@ -22,3 +22,13 @@ def _no_rate_limits(settings: Any) -> None:
     # which set the rates they check. Counters of the embedded default start empty in each test.
     settings.REALTIME = {**settings.REALTIME, "RATE_LIMITS": dict.fromkeys(settings.REALTIME["RATE_LIMITS"], "")}
     limits._memory = limits.MemoryCounters()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for this module's tests (real Redis, nothing shared with other modules)."""
+    from tests.system.harness import RedisServer
+
+    server = RedisServer().start()
+    yield server.url
+    server.stop()

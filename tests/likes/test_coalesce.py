@@ -9,7 +9,6 @@ import pytest
 from likes.coalesce import Coalescer, MemoryStore, RedisStore, lock_key, mark_key
 from tests.clocks import FakeClock
 from tests.likes.conftest import ManualScheduler
-from tests.system.harness import RedisServer
 
 WINDOW = 0.25
 
@@ -27,13 +26,6 @@ class FakeVideo:
 
     def emit(self, video_id: int, total: int, covered: int) -> None:
         self.events.append((self.clock.now, total, covered))
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

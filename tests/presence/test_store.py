@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,14 +10,6 @@ import pytest
 from presence.status import OFFLINE, ONLINE, MemberStatus
 from presence.store import MemoryStore, RedisStore
 from tests.presence.cases import CASES, OFFLINE_AFTER_SECS, Beat, Case, at
-from tests.system.harness import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 def _redis_store(url: str, prefix: str, **kwargs: int) -> RedisStore:

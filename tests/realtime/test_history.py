@@ -6,7 +6,6 @@ the Redis frames are checked byte for byte against the Python builder.
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from realtime.dispatcher import Dispatcher
 from realtime.events import encode_template, frame_at
 from realtime.history import NO_EPOCH, InvalidPosition, Position, parse_event_id, parse_position
 from tests.clocks import FakeClock
-from tests.system.harness import RedisServer
 
 _prefixes = itertools.count()
 
@@ -27,13 +25,6 @@ def _settings(size: int = 1000, secs: float = 300.0, exclude: str = "") -> histo
     import re
 
     return history.Settings(size=size, secs=secs, meta_secs=3600.0, exclude=re.compile(exclude) if exclude else None)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,7 +1,6 @@
 """Rate limits: one counter per scope, client and window, in this process or in Redis across workers."""
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,14 +11,6 @@ from rest_framework.authtoken.models import Token
 
 from livesite.asgi import application
 from realtime import limits
-from tests.system.harness import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 def _rates(settings: Any, **rates: str) -> None:

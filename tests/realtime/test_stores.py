@@ -1,20 +1,9 @@
 """realtime.stores: one URL, one key prefix, clients per event loop, one memory-or-Redis pattern."""
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from realtime import census, stores
-from tests.system.harness import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 class _Memory:

@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import redis.asyncio as aioredis
 
-from tests.system.harness import Frame, SSEClient, publish, subscribe
+from tests.system.harness import Frame, SSEClient, Worker, publish, subscribe
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -59,6 +59,21 @@ async def drain(client: SSEClient, got: dict[str, list[Frame]], until: int, gaps
             got.setdefault(frame.json()["topic"], []).append(frame)
 
 
+async def kill_mid_stream(
+    holder: Worker, client: SSEClient, steady: Steady, got: dict[str, list[Frame]], gaps: list[Frame]
+) -> None:
+    """Start publishing, SIGKILL the worker holding `client` after 10 events, read what reached the client, and
+    let 10 more events be accepted while it is away (its reconnect delay)."""
+    try:
+        steady.task = asyncio.create_task(steady.run())
+        await steady.reach(10)
+        holder.kill()
+        await drain(client, got, until=10**6, gaps=gaps)
+    finally:
+        await client.close()
+    await steady.reach(20)
+
+
 def check_exactly_once(got: dict[str, list[Frame]], accepted: dict[str, list[str]]) -> None:
     for topic, ids in accepted.items():
         frames = got.get(topic, [])
@@ -78,17 +93,10 @@ async def test_a_sigkilled_workers_stream_resumes_on_another_worker_with_last_ev
     gaps: list[Frame] = []
     first = SSEClient(one.url, topics=[topic])
     await first.connect()
-    try:
-        steady.task = asyncio.create_task(steady.run())
-        await steady.reach(10)
-        one.kill()
-        await drain(first, got, until=10**6, gaps=gaps)
-    finally:
-        await first.close()
+    await kill_mid_stream(one, first, steady, got, gaps)
     last = got[topic][-1].id
     assert last is not None
     assert last.startswith(topic + ":")
-    await asyncio.sleep(0.3)  # the client's reconnect delay: events keep coming meanwhile
     # What a third-party EventSource does: the same URL, on another worker, with the last id it saw.
     second = SSEClient(two.url, topics=[topic], headers={"Last-Event-ID": last})
     await second.connect()
@@ -116,13 +124,7 @@ async def test_a_multi_topic_stream_resumes_every_topic_through_since(redis_serv
     # Where each topic stood: the client can resume it even if no event reaches it before it drops.
     positions = dict(reply.json()["positions"])
     assert set(positions) == set(topics)
-    try:
-        steady.task = asyncio.create_task(steady.run())
-        await steady.reach(12)
-        one.kill()
-        await drain(first, got, until=10**6, gaps=gaps)
-    finally:
-        await first.close()
+    await kill_mid_stream(one, first, steady, got, gaps)
     for topic, frames in got.items():
         positions[topic] = f"{frames[-1].json()['epoch']}:{frames[-1].json()['offset']}"
     second = SSEClient(two.url)
