@@ -501,6 +501,9 @@ class Harness:
             "REALTIME_OPEN_NAMESPACES": "bench",
             # A benchmark is a flood from one address by design: the limits are measured elsewhere.
             "REALTIME_RATE_LIMITS": "connect=0,subscribe=0,publish=0,like=0,comment=0,sign_in=0",
+            # Thousands of streams from 127.0.0.1: no cap on streams per address or member (realtime.caps).
+            "REALTIME_MAX_STREAMS_PER_ADDRESS": "0",
+            "REALTIME_MAX_STREAMS_PER_MEMBER": "0",
         }
         env |= {
             "DATABASE_URL": f"sqlite:///{self.tmp / 'db.sqlite3'}",
@@ -522,10 +525,17 @@ class Harness:
         self.token = (await self.django(env, STAFF_SCRIPT))["token"]
 
     def start_workers(
-        self, count: int, env: dict[str, str], *, names: list[str] | None = None, ports: list[int] | None = None
+        self,
+        count: int,
+        env: dict[str, str],
+        *,
+        names: list[str] | None = None,
+        ports: list[int] | None = None,
+        backlog: int = 0,
     ) -> list[Managed]:
         """`count` workers of the target on free ports (or `ports`), named `names` (default w0, w1, ...): livesite
-        (`python -m livesite.serve`, or Daphne where the revision has no such entry point) or the peer's Daphne."""
+        (`python -m livesite.serve`, or Daphne where the revision has no such entry point) or the peer's Daphne.
+        `backlog`: listen with this accept queue (a Twisted endpoint string) instead of Twisted's default of 50."""
         if self.peer:
             cwd, command, app = PEER_DIR, [str(PEER_DIR / ".venv" / "bin" / "daphne")], "peersite.asgi:application"
         else:
@@ -536,7 +546,10 @@ class Harness:
             port = ports[index] if ports else devredis.free_port()
             name = names[index] if names else f"w{index}"
             gc = {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
-            started.append(self.spawn(name, [*command, "-b", "127.0.0.1", "-p", str(port), app], env | gc, cwd, port))
+            listen = ["-b", "127.0.0.1", "-p", str(port)]
+            if backlog:
+                listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+            started.append(self.spawn(name, [*command, *listen, app], env | gc, cwd, port))
             started[-1].info["gc_stats"] = gc.get("BENCH_GC_STATS")
         for worker in started:
             wait_for_port(worker.port, worker.process, self.deadline)

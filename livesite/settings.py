@@ -253,6 +253,10 @@ REALTIME = {
     "OPEN_NAMESPACES": [n.strip() for n in os.environ.get("REALTIME_OPEN_NAMESPACES", "").split(",") if n.strip()],
     # "scope=rate,...", e.g. "like=20/s,sign_in=5/m" or "connect=0" (off); unnamed scopes keep their defaults.
     "RATE_LIMITS": _rates(os.environ.get("REALTIME_RATE_LIMITS", "")),
+    "MAX_STREAMS": {
+        "address": _env_int("REALTIME_MAX_STREAMS_PER_ADDRESS", 100),
+        "member": _env_int("REALTIME_MAX_STREAMS_PER_MEMBER", 20),
+    },
     "MAX_PENDING_FRAMES": _env_int("REALTIME_MAX_PENDING_FRAMES", 1000),
     "RETRY_MS": _env_int("REALTIME_RETRY_MS", 2000),
     "REQUEST_DEADLINE_SECS": _env_float("REALTIME_REQUEST_DEADLINE_SECS", 30),

@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
         "comment": "2/s",
         "sign_in": "10/m",
     },
+    # Streams open at once per client address and per member, across workers (realtime.caps); 0: no cap.
+    "MAX_STREAMS": {"address": 100, "member": 20},
     # Frames held for one connection while its socket does not drain; past this the stream is closed
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,

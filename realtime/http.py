@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http.request import split_domain_port, validate_host
+from redis.exceptions import RedisError
 
 from realtime import limits
 
@@ -110,6 +111,12 @@ DATABASE_UNAVAILABLE = HttpError(
     "database_unavailable",
     "the database did not answer in time: retry shortly",
     headers=[(b"retry-after", b"5")],
+)
+REDIS_UNAVAILABLE = HttpError(
+    503,
+    "realtime_unavailable",
+    "the real-time store (Redis) did not answer: retry shortly",
+    headers=[(b"retry-after", b"1")],
 )
 
 
@@ -260,6 +267,11 @@ def endpoint(handler: Callable[[Request, Receive, Send], Awaitable[None]], *, ho
             await asend_error(send, HttpError(429, "rate_limited", str(exc), headers=[(b"retry-after", retry_after)]))
         except ClientGone:
             return
+        except RedisError as exc:
+            # Redis answering nothing where a door counts or caps (a rate limit, a stream cap): a clear 503,
+            # never a 500. The dispatch paths answer their own 503 with what was and was not sent.
+            logger.warning("redis unavailable on %s: %s", scope.get("path"), exc)
+            await asend_error(send, REDIS_UNAVAILABLE)
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise

@@ -91,7 +91,11 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         403: "a topic this stream may not read",
         405: "not GET",
         409: "more topics than REALTIME_MAX_TOPICS_PER_CONNECTION",
-        429: "too many streams opened from this address (REALTIME_RATE_LIMITS connect)",
+        429: (
+            "too many streams opened from this address (`rate_limited`, REALTIME_RATE_LIMITS connect) or held open "
+            "at once by this address or member (`too_many_streams`, REALTIME_MAX_STREAMS_PER_ADDRESS/_MEMBER)"
+        ),
+        503: "Redis is unreachable (`realtime_unavailable`)",
     },
     ("/realtime/subscriptions", "post"): {
         **COMMON,
@@ -102,6 +106,7 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         409: "the stream would hold more than REALTIME_MAX_TOPICS_PER_CONNECTION topics",
         415: "not application/json",
         429: "too many subscription requests (REALTIME_RATE_LIMITS subscribe)",
+        503: "Redis is unreachable (`realtime_unavailable`): nothing was subscribed",
     },
     ("/api/publish", "post"): {
         **COMMON,

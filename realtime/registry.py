@@ -31,8 +31,11 @@ REFRESH_BATCH = 5000
 MAX_CONCURRENT_CALLS = 32
 
 
-class RegistryUnavailable(Exception):
-    """The dispatcher's store refused a registration change; the registry will repair it by itself."""
+class RegistryUnavailable(RedisError):
+    """The dispatcher's store refused a registration change; the registry will repair it by itself.
+
+    A RedisError: an endpoint that meets it where nothing more precise applies answers 503 (realtime.http).
+    """
 
 
 class Registry:

@@ -11,12 +11,13 @@ import contextlib
 import json
 import logging
 
-from realtime import auth, bodies, conf, limits, policies, servers, sse
+from realtime import auth, bodies, caps, conf, limits, policies, servers, sse
+from realtime.history import Position
 from realtime.http import HttpError, Receive, Request, Send, check_method, endpoint
 from realtime.hub import CLOSING_FRAME, RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
 from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics
-from realtime.worker import aget_worker
+from realtime.worker import Worker, aget_worker
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,40 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
         raise HttpError(403, "forbidden_topic", str(exc)) from None
 
     member_id, credential = caller.member_id, caller.credential
+    holders = caps.Holders.of(request.client_address, member_id)
     del request, caller  # Held by this frame for the stream's life otherwise.
 
     worker = await aget_worker()
+    connection_id = worker.new_connection_id()
+    if holders.entries:
+        try:
+            await caps.get().aacquire(holders, worker.channel, connection_id)
+        except caps.CapReached as exc:
+            raise HttpError(429, "too_many_streams", str(exc), headers=[(b"retry-after", b"5")]) from None
+    try:
+        await _serve(worker, connection_id, topics, since, lost, member_id, credential, receive, send)
+    finally:
+        if holders.entries:
+            worker.spawn(caps.get().arelease(holders, worker.channel, connection_id))
+
+
+async def _serve(
+    worker: Worker,
+    connection_id: str,
+    topics: list[str],
+    since: dict[str, Position],
+    lost: list[str],
+    member_id: int | None,
+    credential: str | None,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """The stream itself, once it may open: headers, registration, hello, resume, then wait for the end."""
     await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
     # Headers leave the server only with the first body chunk: send the retry hint at once.
     await send(body(sse.retry(conf.get("RETRY_MS"))))
     writer = servers.stream_writer(send, max_pending=conf.get("MAX_PENDING_FRAMES"))
-    conn = Connection(worker.new_connection_id(), member_id, writer, credential)
+    conn = Connection(connection_id, member_id, writer, credential)
     lingering = False
     try:
         try:

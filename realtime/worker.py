@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime import conf, history, hooks, policies, revocation, servers, sse, tokens
+from realtime import caps, conf, history, hooks, policies, revocation, servers, sse, tokens
 from realtime.dispatcher import (
     EVENT,
     EVENTS,
@@ -127,6 +127,7 @@ class Worker:
             self._task(self._every(self.lease_secs / 3, self.registry.aresync), name="realtime-leases"),
             self._task(self._every(REPAIR_SECS, self._repair, quiet=True), name="realtime-repair"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
+            self._task(caps.abeat_forever(self.channel), name="realtime-alive"),
         ]
         if hooks.member_heartbeats:
             self._tasks.append(self._task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat"))
@@ -138,7 +139,14 @@ class Worker:
         for background in hooks.background_tasks:
             self._tasks.append(self._task(self._forever(background), name=f"realtime-{background.__name__}"))
         # Revocations reach every worker through the control group: joined before the first stream is served.
-        await self.registry.async_topics([revocation.CONTROL_GROUP])
+        try:
+            await self.registry.async_topics([revocation.CONTROL_GROUP])
+        except BaseException:
+            # Not started (Redis away): no loop of this attempt may live on beside the next attempt's.
+            for task in self._tasks:
+                task.cancel()
+            self._tasks = []
+            raise
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self, *, timeout_secs: float = 5.0) -> None:
@@ -244,7 +252,7 @@ class Worker:
         emptied = self.hub.remove(conn)
         if emptied:
             self._forget(emptied)
-            self._spawn(self.registry.async_topics(emptied))
+            self.spawn(self.registry.async_topics(emptied))
         if conn.member_id is not None:
             # A last beat at the close: the member's offline window starts now, not at the previous beat, so a
             # reconnect anywhere within the whole window changes nothing.
@@ -413,7 +421,7 @@ class Worker:
                         self.stats["received_events"] += len(frames)
                         await self._release(topic, self.sequencer.admit(topic, epoch, first, frames))
                 elif kind == RPC:
-                    self._spawn(self.rpc.aserve(message, self._serve_change))
+                    self.spawn(self.rpc.aserve(message, self._serve_change))
                 elif kind == REPLY:
                     self.rpc.answered(message)
                 else:
@@ -437,7 +445,7 @@ class Worker:
             await self.outbox.put(topic, release.frames, release.offsets)
         if release.hole and topic not in self._repairs:
             self._repairs.add(topic)
-            self._spawn(self._repair_hole(topic))
+            self.spawn(self._repair_hole(topic))
 
     async def _repair_hole(self, topic: str) -> None:
         """A topic's events came with a hole: wait briefly for the missing ones, then read them from history."""
@@ -525,7 +533,7 @@ class Worker:
 
     def _beat(self, members: list[int]) -> None:
         for handler in hooks.member_heartbeats:
-            self._spawn(handler(members))
+            self.spawn(handler(members))
 
     def _bind(self, job: hooks.PeriodicJob) -> Callable[[], Awaitable[None]]:
         return lambda: job(self)
@@ -538,7 +546,8 @@ class Worker:
         # in the worker's tasks (presence) would then fail with "CurrentThreadExecutor already quit".
         return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
-    def _spawn(self, coro: hooks.Coro) -> None:
+    def spawn(self, coro: hooks.Coro) -> None:
+        """Run `coro` in the background on this worker's loop; a failure is logged, never lost."""
         task = self._task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)

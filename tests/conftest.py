@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from realtime import limits, tokens
+from realtime import caps, limits, tokens
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +20,13 @@ def _fresh_token_cache() -> Iterator[None]:
 def _no_rate_limits(settings: Any) -> None:
     # Tests act faster than any member; the limits have their own tests (tests/realtime/test_limits.py),
     # which set the rates they check. Counters of the embedded default start empty in each test.
-    settings.REALTIME = {**settings.REALTIME, "RATE_LIMITS": dict.fromkeys(settings.REALTIME["RATE_LIMITS"], "")}
+    settings.REALTIME = {
+        **settings.REALTIME,
+        "RATE_LIMITS": dict.fromkeys(settings.REALTIME["RATE_LIMITS"], ""),
+        "MAX_STREAMS": {"address": 0, "member": 0},
+    }
     limits._memory = limits.MemoryCounters()
+    caps._caps.reset()
 
 
 @pytest.fixture(scope="module")

@@ -162,6 +162,9 @@ def base_env(tmp: Path, **overrides: str) -> dict[str, str]:
         REALTIME_OPEN_NAMESPACES="news,t,big,fault,servers,hostile",
         # Tests act faster than members; tests/system/test_limits.py sets the rates it checks.
         REALTIME_RATE_LIMITS="connect=0,subscribe=0,publish=0,like=0,comment=0,sign_in=0",
+        # Many streams from 127.0.0.1 by design: tests/system/test_limits.py sets the caps it checks.
+        REALTIME_MAX_STREAMS_PER_ADDRESS="0",
+        REALTIME_MAX_STREAMS_PER_MEMBER="0",
     )
     env.update(overrides)
     return env
