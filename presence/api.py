@@ -26,9 +26,18 @@ class PresenceUnavailable(APIException):
     default_detail = "the presence store (Redis) is unreachable; retry shortly"
 
 
+class MayReadPresence(permissions.BasePermission):
+    """The audience of the presence.member.{id} topics: signed-in members, or anyone with PRESENCE PUBLIC."""
+
+    message = "presence is for signed-in members (last-seen times are personal): sign in, or send a token"
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return services.may_read(request.user.pk if request.user.is_authenticated else None, {})
+
+
 class PresenceView(APIView):
-    # Presence topics are public (anyone may subscribe to presence.member.{id}), so the same audience may read it.
-    permission_classes = [permissions.AllowAny]
+    # The same audience as the presence.member.{id} topics (realtime.policies), by the same rule.
+    permission_classes = [MayReadPresence]
 
     @extend_schema(
         parameters=[
@@ -37,6 +46,7 @@ class PresenceView(APIView):
         responses={
             200: PresenceListSerializer,
             400: OpenApiResponse(description="bad `members`: the JSON error lists why under errors.members"),
+            403: OpenApiResponse(description="not signed in, and presence is not public (PRESENCE_PUBLIC)"),
             503: OpenApiResponse(
                 description="the presence store is unreachable (JSON error, code presence_unavailable)"
             ),

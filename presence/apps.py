@@ -22,7 +22,8 @@ class PresenceConfig(AppConfig):
         # Every member with an open stream beats; one worker's sweeper turns silence into "offline".
         hooks.on_member_heartbeat(services.arecord_heartbeats)
         hooks.add_background_task(services.asweep_forever)
-        # Green dots are public; only presence.services announces a member's changes.
-        policies.declare(policies.Namespace("presence.member.{id}", owner="presence.services"))
+        # Green dots are for signed-in members (PRESENCE PUBLIC opens them to anyone); only presence.services
+        # announces a member's changes.
+        policies.declare(policies.Namespace("presence.member.{id}", read=services.may_read, owner="presence.services"))
 
         setting_changed.connect(_forget_store, dispatch_uid="presence-forget-store")

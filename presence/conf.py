@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     # Table writes waiting for the database; past this, a write is dropped (counted) and the next
     # reconciliation repairs the table. Keeps a slow database from growing a worker's memory.
     "MAX_PENDING_TABLE_WRITES": 100,
+    # Whether anonymous visitors may see members' presence (GET /api/presence, the presence.member.{id} topics).
+    # Off: signed-in members only, since last-seen times are personal.
+    "PUBLIC": False,
     # Members one GET /api/presence may ask for.
     "MAX_MEMBERS_PER_REQUEST": 200,
 }

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 
 from channels.db import database_sync_to_async
 
@@ -173,6 +174,12 @@ async def astatuses(member_ids: list[int]) -> list[MemberStatus]:
     rows = await get_store().astatuses(member_ids)
     unknown = [row.member for row in rows if row.changed_at is None]
     return _with_table(rows, await _alookup_table(unknown) if unknown else {})
+
+
+def may_read(member_id: int | None, params: Mapping[str, str]) -> bool:
+    """Who may see members' presence (the topics' read rule and the API's permission): signed-in members, or
+    anyone when PRESENCE PUBLIC is on. Read at each call, so the setting applies without a restart."""
+    return member_id is not None or bool(conf.get("PUBLIC"))
 
 
 def statuses(member_ids: list[int]) -> list[MemberStatus]:

@@ -3,6 +3,7 @@
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from presence import services
@@ -15,10 +16,24 @@ URL = "/api/presence"
 @pytest.fixture
 def client(presence_settings: dict[str, Any]) -> APIClient:
     services.reset_store()
-    return APIClient()
+    signed_in = APIClient()
+    signed_in.force_authenticate(User.objects.create_user("reader"))
+    return signed_in
 
 
-def test_statuses_in_the_order_asked_without_signing_in(client: APIClient) -> None:
+def test_presence_is_for_signed_in_members_unless_the_operator_makes_it_public(
+    presence_settings: dict[str, Any], settings: Any
+) -> None:
+    services.reset_store()
+    anonymous = APIClient()
+    response = anonymous.get(URL, {"members": "7"})
+    assert response.status_code == 403
+    assert response.json()["code"] == "not_authenticated"
+    settings.PRESENCE = {**presence_settings, "PUBLIC": True}
+    assert anonymous.get(URL, {"members": "7"}).status_code == 200
+
+
+def test_statuses_in_the_order_asked(client: APIClient) -> None:
     services.get_store().beat([7], 1000.0)
     response = client.get(URL, {"members": "9,7,9"})
     assert response.status_code == 200, response.content

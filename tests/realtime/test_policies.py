@@ -1,6 +1,7 @@
 """Per-namespace read and publish rules: declared by the owning apps, opened by the operator, else refused."""
 
 import re
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,8 @@ OPEN = ("news",)
     [
         ("video.1.likes", None, True),  # likes: public
         ("video.1.comments", 3, True),
-        ("presence.member.7", None, True),  # presence: public
+        ("presence.member.7", None, False),  # presence: signed-in members (PRESENCE PUBLIC opens it)
+        ("presence.member.7", 3, True),
         ("census.video.1.likes", None, True),  # the core's viewer counts
         ("member.7.inbox", 7, True),  # the core: a member's own
         ("member.7.inbox", 8, False),
@@ -79,3 +81,8 @@ def test_a_namespace_may_open_some_types_to_the_api() -> None:
 def test_malformed_patterns_are_refused_when_declared(pattern: str) -> None:
     with pytest.raises(ValueError, match="namespace pattern"):
         policies.Namespace(pattern, owner="tests")
+
+
+def test_presence_opens_to_anyone_when_the_operator_makes_it_public(settings: Any) -> None:
+    settings.PRESENCE = {**getattr(settings, "PRESENCE", {}), "PUBLIC": True}
+    policies.check_read(["presence.member.7"], None, OPEN)

@@ -39,8 +39,10 @@ def start(redis_server: Any, start_worker: Any) -> Any:
     return start_presence_worker
 
 
-def watcher(worker: Worker, member: int) -> SSEClient:
-    return SSEClient(worker.url, topics=[f"presence.member.{member}"])
+def watcher(worker: Worker, member: int, tokens: dict[str, str]) -> SSEClient:
+    # Presence is for signed-in members (PRESENCE_PUBLIC off): the watcher is the admin, who never beats here.
+    headers = {"Authorization": f"Token {tokens['admin']}"}
+    return SSEClient(worker.url, topics=[f"presence.member.{member}"], headers=headers)
 
 
 def device(worker: Worker, token: str) -> SSEClient:
@@ -55,9 +57,13 @@ async def presence_event(client: SSEClient, status: str, timeout: float = OFFLIN
     return data
 
 
-async def api_status(worker: Worker, member: int) -> dict[str, Any]:
+async def api_status(worker: Worker, member: int, tokens: dict[str, str]) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(f"{worker.url}/api/presence", params={"members": str(member)})
+        response = await client.get(
+            f"{worker.url}/api/presence",
+            params={"members": str(member)},
+            headers={"Authorization": f"Token {tokens['admin']}"},
+        )
     response.raise_for_status()
     return response.json()["members"][0]
 
@@ -65,13 +71,13 @@ async def api_status(worker: Worker, member: int) -> dict[str, Any]:
 async def test_closing_every_stream_gives_exactly_one_offline_event_within_the_window(start, tokens, member_ids):
     alice = member_ids["alice"]
     worker = start("a")
-    async with watcher(worker, alice) as watch:
+    async with watcher(worker, alice, tokens) as watch:
         phone = device(worker, tokens["alice"])
         await phone.connect()
         online = await presence_event(watch, "online")
         assert online["member"] == alice
         # A page that subscribed first and loads now sees the same transition, so it can drop the event as seen.
-        assert (await api_status(worker, alice))["changed_at"] == online["changed_at"]
+        assert (await api_status(worker, alice, tokens))["changed_at"] == online["changed_at"]
 
         await phone.close()
         closed_at = time.time()
@@ -85,13 +91,13 @@ async def test_closing_every_stream_gives_exactly_one_offline_event_within_the_w
         assert offline["changed_at"] > online["changed_at"]
         assert elapsed < OFFLINE_WITHIN_SECS
         await watch.assert_no_frame(within=QUIET_SECS)
-        assert await api_status(worker, alice) == offline
+        assert await api_status(worker, alice, tokens) == offline
 
 
 async def test_a_short_drop_and_reconnect_changes_nothing(start, tokens, member_ids):
     alice = member_ids["alice"]
     worker = start("a")
-    async with watcher(worker, alice) as watch:
+    async with watcher(worker, alice, tokens) as watch:
         first = device(worker, tokens["alice"])
         await first.connect()
         online = await presence_event(watch, "online")
@@ -99,13 +105,13 @@ async def test_a_short_drop_and_reconnect_changes_nothing(start, tokens, member_
         # The train leaves the tunnel: a new stream at once, as EventSource reconnects.
         async with device(worker, tokens["alice"]):
             await watch.assert_no_frame(within=QUIET_SECS)
-            assert (await api_status(worker, alice))["changed_at"] == online["changed_at"]
+            assert (await api_status(worker, alice, tokens))["changed_at"] == online["changed_at"]
 
 
 async def test_two_devices_are_one_member(start, tokens, member_ids):
     alice = member_ids["alice"]
     worker = start("a")
-    async with watcher(worker, alice) as watch:
+    async with watcher(worker, alice, tokens) as watch:
         phone, laptop = device(worker, tokens["alice"]), device(worker, tokens["alice"])
         await phone.connect()
         await presence_event(watch, "online")
@@ -120,7 +126,7 @@ async def test_two_devices_are_one_member(start, tokens, member_ids):
 async def test_two_workers_racing_publish_exactly_one_event_per_change(start, tokens, member_ids):
     alice = member_ids["alice"]
     a, b = start("a"), start("b")
-    async with watcher(a, alice) as on_a, watcher(b, alice) as on_b:
+    async with watcher(a, alice, tokens) as on_a, watcher(b, alice, tokens) as on_b:
         for _ in range(2):
             # Both devices open at once, one on each worker: both beat at once, both workers sweep.
             phone, laptop = device(a, tokens["alice"]), device(b, tokens["alice"])
@@ -136,7 +142,7 @@ async def test_two_workers_racing_publish_exactly_one_event_per_change(start, to
 async def test_sigkill_of_the_worker_holding_the_only_stream_still_yields_the_offline_event(start, tokens, member_ids):
     alice = member_ids["alice"]
     a, b = start("a"), start("b")
-    async with watcher(b, alice) as watch:
+    async with watcher(b, alice, tokens) as watch:
         phone = device(a, tokens["alice"])
         await phone.connect()
         online = await presence_event(watch, "online")
@@ -152,12 +158,12 @@ async def test_sigkill_of_the_worker_holding_the_only_stream_still_yields_the_of
 async def test_the_embedded_default_keeps_presence_in_one_process(start_worker, tokens, member_ids):
     alice = member_ids["alice"]
     worker = start_worker(name="embedded", **PRESENCE_ENV)  # no REDIS_URL: in-memory layer and store
-    async with watcher(worker, alice) as watch:
+    async with watcher(worker, alice, tokens) as watch:
         async with device(worker, tokens["alice"]):
             online = await presence_event(watch, "online")
         offline = await presence_event(watch, "offline")
         assert offline["changed_at"] > online["changed_at"]
-        assert await api_status(worker, alice) == offline
+        assert await api_status(worker, alice, tokens) == offline
 
 
 async def test_the_admin_table_follows_when_the_worker_was_started_by_a_django_view(start, tokens, member_ids, site):
@@ -166,7 +172,7 @@ async def test_the_admin_table_follows_when_the_worker_was_started_by_a_django_v
     alice = member_ids["alice"]
     worker = start("a")
     await stats(worker.url, tokens["admin"])  # the first request, through Django, starts the worker
-    async with watcher(worker, alice) as watch:
+    async with watcher(worker, alice, tokens) as watch:
         phone = device(worker, tokens["alice"])
         await phone.connect()
         await presence_event(watch, "online")
