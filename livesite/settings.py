@@ -3,8 +3,10 @@
 import os
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,16 @@ DEBUG = _env_bool("DEBUG", False)
 DEVELOPMENT_SECRET_KEY = "livesite-insecure-development-key-change-me"
 SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+# The address the public reaches the site at, e.g. https://live.example.org (usually a proxy's): its host is
+# allowed, it is a trusted CSRF origin, and when it is https the cookies are secure, plain HTTP is redirected
+# and HSTS is on (each still overridable below). Unset: the embedded default, served as it is reached.
+PUBLIC_ORIGIN = os.environ.get("PUBLIC_ORIGIN", "").strip().rstrip("/")
+_public = urlsplit(PUBLIC_ORIGIN) if PUBLIC_ORIGIN else None
+if _public is not None:
+    if _public.scheme not in ("http", "https") or not _public.hostname or _public.path:
+        raise ImproperlyConfigured(f"PUBLIC_ORIGIN {PUBLIC_ORIGIN!r} is not scheme://host[:port] (http or https)")
+    ALLOWED_HOSTS.append(_public.hostname)
+_https = _public is not None and _public.scheme == "https"
 
 # Behind a TLS-terminating proxy (nginx): with TRUST_PROXY_HEADERS, Django takes the scheme from
 # X-Forwarded-Proto and the host from X-Forwarded-Host, so a browser's `Origin: https://site` passes the CSRF
@@ -62,14 +74,17 @@ if TRUST_PROXY_HEADERS:
 # Origins (scheme://host[:port]) a form or an API call may come from besides the site's own, e.g. a proxy
 # whose public address differs from the Host the workers see.
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+if PUBLIC_ORIGIN:
+    CSRF_TRUSTED_ORIGINS.append(PUBLIC_ORIGIN)
 # Served over HTTPS: session and CSRF cookies only over HTTPS.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", _https)
 # HTTPS only: redirect plain HTTP (the proxy usually does; behind one, TRUST_PROXY_HEADERS tells Django the
 # request already was HTTPS), and tell browsers to use nothing else for this long (0: no HSTS header).
-SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", _https)
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31_536_000 if _https else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _https)
+# On by default with https (check --deploy warns without it); false if the domain is not for the preload list.
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", _https)
 
 INSTALLED_APPS = [
     "daphne",

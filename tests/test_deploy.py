@@ -11,19 +11,16 @@ import pytest
 from django.test import Client
 
 ROOT = Path(__file__).resolve().parents[1]
+# The README's production environment, nothing more: the public address says the rest.
 PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
-    "DEBUG": "false",
-    "SECURE_COOKIES": "true",
-    "SECURE_SSL_REDIRECT": "true",
-    "SECURE_HSTS_SECONDS": "31536000",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
-    "SECURE_HSTS_PRELOAD": "true",
+    "PUBLIC_ORIGIN": "https://live.example.org",
+    "TRUST_PROXY_HEADERS": "true",
 }
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and not k.startswith("DJANGO_")}
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and not k.startswith(("DJANGO_", "SECURE_"))}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -39,6 +36,24 @@ def test_check_deploy_is_clean_with_production_settings_from_the_environment() -
     result = _manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_a_public_site_without_its_own_key_fails_every_check_not_only_deploy() -> None:
+    result = _manage("check", PUBLIC_ORIGIN="https://live.example.org", TRUST_PROXY_HEADERS="true")
+    assert result.returncode != 0
+    assert "livesite.E002" in result.stderr + result.stdout
+
+
+def test_https_redirects_without_trusted_proxy_headers_are_a_warning() -> None:
+    result = _manage("check", "--fail-level", "WARNING", **{**PRODUCTION, "TRUST_PROXY_HEADERS": "false"})
+    assert result.returncode != 0
+    assert "livesite.W002" in result.stderr + result.stdout
+
+
+def test_a_malformed_public_origin_stops_the_site_saying_why() -> None:
+    result = _manage("check", **{**PRODUCTION, "PUBLIC_ORIGIN": "live.example.org"})
+    assert result.returncode != 0
+    assert "PUBLIC_ORIGIN 'live.example.org' is not scheme://host[:port]" in result.stderr
 
 
 def test_the_development_key_fails_check_deploy() -> None:
