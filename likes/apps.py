@@ -6,9 +6,10 @@ class LikesConfig(AppConfig):
     verbose_name = "Live videos, likes and comments"
 
     def ready(self) -> None:
-        from likes import checks  # noqa: F401 (registers the system checks)
-        from realtime import policies
+        from likes import checks, services  # noqa: F401 (checks: registers the system checks)
+        from realtime import hooks, policies
 
         # Anyone watching may read a video's likes and comments; only likes.services announces them.
         policies.declare(policies.Namespace("video.{id}.likes", owner="likes.services"))
         policies.declare(policies.Namespace("video.{id}.comments", owner="likes.services"))
+        hooks.add_stats("likes", services.figures)

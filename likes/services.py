@@ -150,6 +150,11 @@ def _retry_announcements() -> None:
 _likes: GroupCommit[tuple[int, User]] = GroupCommit(_write_likes)
 
 
+def figures() -> dict[str, float]:
+    """This process's like counters, for the worker snapshot (realtime.hooks.add_stats)."""
+    return {**_likes.stats, **stats}
+
+
 def _like_total(video_id: int) -> int | None:
     return LiveVideo.objects.filter(pk=video_id).values_list("like_count", flat=True).first()
 

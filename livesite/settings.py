@@ -288,6 +288,9 @@ REALTIME = {
     "PEER_SECRET": os.environ.get("REALTIME_PEER_SECRET", ""),
     "PEER_QUEUE_CAPACITY": _env_int("REALTIME_PEER_QUEUE_CAPACITY", 10_000),
     "PEER_TIMEOUT_SECS": _env_float("REALTIME_PEER_TIMEOUT_SECS", 5),
+    "METRICS_ALLOW": [
+        n.strip() for n in os.environ.get("REALTIME_METRICS_ALLOW", "127.0.0.0/8,::1/128").split(",") if n.strip()
+    ],
     "HISTORY_SIZE": _env_int("REALTIME_HISTORY_SIZE", 1000),
     "HISTORY_SECS": _env_float("REALTIME_HISTORY_SECS", 300),
     "HISTORY_META_SECS": _env_float("REALTIME_HISTORY_META_SECS", 86_400),

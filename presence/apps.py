@@ -22,6 +22,7 @@ class PresenceConfig(AppConfig):
         # Every member with an open stream beats; one worker's sweeper turns silence into "offline".
         hooks.on_member_heartbeat(services.arecord_heartbeats)
         hooks.add_background_task(services.asweep_forever)
+        hooks.add_stats("presence", lambda: services.stats)
         # Green dots are for signed-in members (PRESENCE PUBLIC opens them to anyone); only presence.services
         # announces a member's changes.
         policies.declare(policies.Namespace("presence.member.{id}", read=services.may_read, owner="presence.services"))

@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "PEER_SECRET": "",
     "PEER_QUEUE_CAPACITY": 10_000,
     "PEER_TIMEOUT_SECS": 5.0,
+    # Networks /metrics answers without credentials (the Prometheus scraper's); anyone else needs a staff token.
+    "METRICS_ALLOW": ["127.0.0.0/8", "::1/128"],
     # How long a process remembers a DRF token's user (realtime.tokens); 0: a query per request.
     "TOKEN_CACHE_SECS": 10.0,
     # Per-topic history (realtime.history), which resumes a client after a reconnect: at most HISTORY_SIZE

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from realtime import history
 from realtime.events import Template, frame_at
+from realtime.metrics import Histogram
 from realtime.topics import group_name
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ class Dispatcher:
         self._register_script: AsyncScript | None = None
         self._read_script: AsyncScript | None = None
         self._reads: dict[tuple[str, history.Position], asyncio.Future[history.Replay]] = {}
+        self.publish_seconds = Histogram()
 
     async def anew_worker_channel(self) -> str:
         channel: str = await self.layer.new_channel(WORKER_CHANNEL_PREFIX)
@@ -227,6 +229,7 @@ class Dispatcher:
         """
         if not events:
             return
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # A new event loop (tests, management commands): state of a dead loop is meaningless here.
@@ -240,7 +243,9 @@ class Dispatcher:
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         # Every future of a failed round carries the same error: retrieve them all, raise it once.
-        for result in await asyncio.gather(*waiting, return_exceptions=True):
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        self.publish_seconds.observe(time.perf_counter() - started)
+        for result in results:
             if isinstance(result, BaseException):
                 raise result
 

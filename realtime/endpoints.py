@@ -5,9 +5,14 @@ validate the body (realtime.bodies), call the core, answer JSON. Refusals from t
 module alone maps them to HTTP statuses (`STATUS_OF`).
 """
 
+import ipaddress
+import logging
 import time
+from typing import Any
 
-from realtime import auth, bodies, conf, limits, peers, policies
+from redis.exceptions import RedisError
+
+from realtime import auth, bodies, conf, limits, metrics, peers, policies
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import InvalidEvent, ReservedType
 from realtime.http import (
@@ -33,6 +38,8 @@ from realtime.rpc import (
 )
 from realtime.topics import TooManyTopics
 from realtime.worker import SUBSCRIBE, UNSUBSCRIBE, aget_worker
+
+logger = logging.getLogger(__name__)
 
 SUBSCRIPTION_BODY_LIMIT = 64 * 1024
 PEER_BODY_LIMIT = peers.MAX_BATCH * 64 * 1024
@@ -146,11 +153,66 @@ async def peer_events(request: Request, receive: Receive, send: Send) -> None:
 
 @endpoint
 async def stats(request: Request, receive: Receive, send: Send) -> None:
-    """This worker's counters, for operators (staff) and the system tests."""
+    """This worker's counters, or with `?scope=cluster` every worker's, for operators (staff) and the tests."""
     check_method(request, ("GET",))
     caller = await auth.aauthenticate(request)
     if not caller.is_staff:
         raise HttpError(403, "staff_only", "worker statistics are for staff members")
     worker = await aget_worker()
     links = forwarder()
-    await asend_json(send, 200, {**worker.snapshot(), "peers": links.snapshot() if links else {}})
+    mine = {**worker.snapshot(), "peers": links.snapshot() if links else {}}
+    scope = (request.query("scope") or ["worker"])[0]
+    if scope == "worker":
+        await asend_json(send, 200, mine)
+        return
+    if scope != "cluster":
+        raise HttpError(400, "invalid", "scope is 'worker' (this worker, the default) or 'cluster' (every worker)")
+    snapshots = await _cluster(mine)
+    await asend_json(
+        send,
+        200,
+        {
+            "scope": "cluster",
+            "workers": snapshots,
+            "totals": metrics.totals(snapshots),
+            "busiest_topics": metrics.busiest(snapshots),
+        },
+    )
+
+
+@endpoint
+async def prometheus(request: Request, receive: Receive, send: Send) -> None:
+    """GET /metrics: every worker's figures in the Prometheus text format, for a scraper on the private network
+    (REALTIME_METRICS_ALLOW) or a staff member's token."""
+    check_method(request, ("GET",))
+    if not _scraper_allowed(request.client_address):
+        caller = await auth.aauthenticate(request)
+        if not caller.is_staff:
+            raise HttpError(
+                403, "staff_only", "metrics are for the scraper's network (REALTIME_METRICS_ALLOW) or staff members"
+            )
+    worker = await aget_worker()
+    body = metrics.prometheus_text(await _cluster(worker.snapshot()))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", PROMETHEUS_TYPE)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+async def _cluster(mine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every live worker's latest snapshot, this worker's fresh; this one alone if the directory is unreadable."""
+    try:
+        others = [found for found in await metrics.directory.aread() if found.get("worker") != mine["worker"]]
+    except RedisError as exc:
+        logger.warning("the cluster's snapshots are unreadable: %s", exc)
+        others = []
+    return [mine, *others]
+
+
+def _scraper_allowed(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in conf.get("METRICS_ALLOW"))

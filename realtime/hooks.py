@@ -6,10 +6,12 @@ counts subscribers). Each hook is a plain async function:
   stream on this worker when a member's stream opens or closes, and every REALTIME HEARTBEAT_SECS;
 - background task: `async def job() -> None`, run for the worker's lifetime, restarted after a back-off if
   it returns or fails;
-- periodic job: `async def job(worker) -> None`, called every `interval_secs` with the started Worker.
+- periodic job: `async def job(worker) -> None`, called every `interval_secs` with the started Worker;
+- stats: `def figures() -> Mapping[str, float]`, read into every worker snapshot under the app's prefix
+  (`/realtime/stats`, `/metrics`).
 """
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ class Periodic:
 member_heartbeats: list[MemberHeartbeat] = []
 background_tasks: list[BackgroundTask] = []
 periodic_jobs: list[Periodic] = []
+stats_providers: dict[str, Callable[[], Mapping[str, float]]] = {}
 
 
 def on_member_heartbeat(handler: MemberHeartbeat) -> MemberHeartbeat:
@@ -51,3 +54,8 @@ def add_periodic(interval_secs: Callable[[], float], job: PeriodicJob) -> Period
     if all(entry.job is not job for entry in periodic_jobs):
         periodic_jobs.append(Periodic(interval_secs, job))
     return job
+
+
+def add_stats(prefix: str, figures: Callable[[], Mapping[str, float]]) -> None:
+    """Report an app's counters in every worker snapshot, as `<prefix>_<name>`."""
+    stats_providers[prefix] = figures

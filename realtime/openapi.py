@@ -123,7 +123,17 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         405: "not POST",
         503: "the dispatcher (Redis) is unreachable",
     },
-    ("/realtime/stats", "get"): {401: "an invalid token", 403: "not staff", 405: "not GET"},
+    ("/realtime/stats", "get"): {
+        400: "a scope other than 'worker' or 'cluster'",
+        401: "an invalid token",
+        403: "not staff",
+        405: "not GET",
+    },
+    ("/metrics", "get"): {
+        401: "an invalid token",
+        403: "neither from REALTIME_METRICS_ALLOW nor staff",
+        405: "not GET",
+    },
 }
 STATUSES[("/realtime/subscriptions", "delete")] = STATUSES[("/realtime/subscriptions", "post")]
 STATUSES[("/healthz", "get")] = {405: "not GET or HEAD"}
@@ -295,11 +305,36 @@ def _operations() -> dict[str, object]:
             "get": {
                 "tags": ["realtime"],
                 "operationId": "realtime_stats",
-                "summary": "This worker's counters (staff)",
+                "summary": "This worker's counters, or every worker's (staff)",
                 "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+                "parameters": [
+                    {
+                        "name": "scope",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["worker", "cluster"]},
+                        "description": "`worker` (default): the worker that answers; `cluster`: every live worker, "
+                        "their totals and the busiest topics",
+                    }
+                ],
                 "responses": {
                     "200": {"description": "counters", "content": {"application/json": {"schema": {"type": "object"}}}},
                     **_errors("/realtime/stats", "get"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["realtime"],
+                "operationId": "metrics",
+                "summary": "Every worker's figures for Prometheus (scraper network or staff)",
+                "security": [{"tokenAuth": []}, {}],
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text format, one series per worker",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("/metrics", "get"),
                 },
             }
         },

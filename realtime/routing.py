@@ -11,6 +11,7 @@ ROUTES: dict[str, ASGIApp] = {
     "/realtime/subscriptions": endpoints.subscriptions,
     "/realtime/peer/events": endpoints.peer_events,
     "/realtime/stats": endpoints.stats,
+    "/metrics": endpoints.prometheus,
     "/api/publish": endpoints.publish,
     "/healthz": health.healthz,
     "/readyz": health.readyz,

@@ -8,12 +8,14 @@ answers the client maps codes to statuses (realtime.endpoints).
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from realtime.dispatcher import REPLY, RPC, Dispatcher, LayerMessage
+from realtime.metrics import Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +46,14 @@ class Rpc:
         self._replies: dict[int, asyncio.Future[LayerMessage]] = {}
         self._ids = itertools.count(1)
         self.stats = {"rpc_sent": 0, "rpc_served": 0, "rpc_timeouts": 0}
+        self.seconds = Histogram()
 
     async def acall(self, channel: str, request: LayerMessage) -> Any:
         """Send `request` to the worker on `channel`; its answer's `result`, or Refused with its code.
 
         The result is Any: it is what the other worker's handler returned, as it came off the channel layer.
         """
+        started = time.perf_counter()
         rid = next(self._ids)
         reply: asyncio.Future[LayerMessage] = asyncio.get_running_loop().create_future()
         self._replies[rid] = reply
@@ -64,6 +68,7 @@ class Rpc:
             raise Refused(UNKNOWN_CONNECTION, "the worker holding this connection did not answer: reconnect") from None
         finally:
             self._replies.pop(rid, None)
+            self.seconds.observe(time.perf_counter() - started)
         if "code" in answer:
             raise Refused(answer["code"], answer["message"])
         return answer["result"]

@@ -10,6 +10,7 @@ hooks other apps registered (realtime.hooks).
 import asyncio
 import contextlib
 import contextvars
+import heapq
 import json
 import logging
 import secrets
@@ -19,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime import caps, conf, history, hooks, policies, revocation, servers, sse, tokens
+from realtime import caps, conf, history, hooks, metrics, policies, revocation, servers, sse, tokens
 from realtime.dispatcher import (
     EVENT,
     EVENTS,
@@ -55,6 +56,8 @@ _ERROR_BACKOFF_SECS = 1.0
 REPAIR_SECS = 1.0
 # Topics per history read when the worker checks every hosted topic after a fault.
 SWEEP_BATCH = 500
+# Topics per worker listed in its snapshot, by local stream count (the cluster's busiest come from these).
+BUSIEST_TOPICS = 20
 # Frames per write when a resumed stream is sent what it missed.
 REPLAY_CHUNK = 100
 
@@ -95,6 +98,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = 0.0
         self.stopped = False
         self.stats = {
             "received_events": 0,
@@ -128,6 +132,7 @@ class Worker:
             self._task(self._every(REPAIR_SECS, self._repair, quiet=True), name="realtime-repair"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
             self._task(caps.abeat_forever(self.channel), name="realtime-alive"),
+            self._task(self._every(metrics.SNAPSHOT_SECS, self._publish_snapshot), name="realtime-snapshot"),
         ]
         if hooks.member_heartbeats:
             self._tasks.append(self._task(self._every(self.heartbeat_secs, self._heartbeat), name="realtime-heartbeat"))
@@ -147,6 +152,9 @@ class Worker:
                 task.cancel()
             self._tasks = []
             raise
+        self.started_at = time.time()
+        with contextlib.suppress(RedisError, OSError):
+            await self._publish_snapshot()  # In the cluster's directory at once; retried every SNAPSHOT_SECS.
         logger.info("realtime worker %s started", self.channel)
 
     async def astop(self, *, timeout_secs: float = 5.0) -> None:
@@ -560,12 +568,17 @@ class Worker:
             logger.error("realtime background task failed", exc_info=task.exception())
 
     def snapshot(self, now: float | None = None) -> dict[str, object]:
-        """Counters for operators and tests."""
+        """Counters for operators and tests (`/realtime/stats`, `/metrics`, the admin's routing view)."""
+        hosted = self.hub.topics
+        busiest = heapq.nlargest(BUSIEST_TOPICS, hosted.items(), key=lambda item: len(item[1]))
         return {
             "worker": self.channel,
             "time": time.time() if now is None else now,
+            "started_at": self.started_at,
             "connections": len(self.hub.connections),
-            "topics": len(self.hub.topics),
+            "topics": len(hosted),
+            "subscriptions": sum(len(streams) for streams in hosted.values()),
+            "busiest_topics": [[topic, len(streams)] for topic, streams in busiest],
             "registered_topics": len(self.registry.registered - self.registry.always),  # the control group aside
             "members": len(self.hub.members),
             "writers": dict(self.hub.writers),
@@ -579,7 +592,19 @@ class Worker:
             "outbox_waiting": self.outbox.frames,
             "outbox_waiting_bytes": self.outbox.bytes,
             **{f"dispatch_{name}": value for name, value in self.dispatcher.stats.items()},
+            **{
+                f"{prefix}_{name}": value
+                for prefix, figures in hooks.stats_providers.items()
+                for name, value in figures().items()
+            },
+            "histograms": {
+                "publish_seconds": self.dispatcher.publish_seconds.as_dict(),
+                "rpc_seconds": self.rpc.seconds.as_dict(),
+            },
         }
+
+    async def _publish_snapshot(self) -> None:
+        await metrics.directory.apublish(self.snapshot())
 
 
 _worker: Worker | None = None

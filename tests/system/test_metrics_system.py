@@ -1,0 +1,47 @@
+"""One Prometheus scrape of any worker shows every worker of the cluster; cluster stats agree."""
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.system.harness import SSEClient, eventually, stats, streams
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+
+
+async def _connections(url: str) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{url}/metrics")
+    response.raise_for_status()
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "livesite_connections"
+    }
+
+
+async def test_one_scrape_shows_both_workers_streams(redis_server, start_worker, tokens):
+    a = start_worker(redis_server.url, name="a")
+    b = start_worker(redis_server.url, name="b")
+    async with streams(SSEClient(a.url, topics=["news.m"]), SSEClient(b.url), SSEClient(b.url)):
+        worker_a = (await stats(a.url, tokens["admin"]))["worker"]
+        worker_b = (await stats(b.url, tokens["admin"]))["worker"]
+
+        async def both_seen() -> bool:
+            seen = await _connections(a.url)
+            return seen.get(worker_a) == 1 and seen.get(worker_b) == 2
+
+        # Each worker files its figures every 5 s: the scrape of A shows B's streams within that.
+        await eventually(both_seen, timeout=15)
+        async with httpx.AsyncClient(timeout=10) as client:
+            cluster = (
+                await client.get(
+                    f"{b.url}/realtime/stats",
+                    params={"scope": "cluster"},
+                    headers={"Authorization": f"Token {tokens['admin']}"},
+                )
+            ).json()
+        assert {worker["worker"] for worker in cluster["workers"]} == {worker_a, worker_b}
+        assert cluster["totals"]["connections"] == 3
+        assert cluster["busiest_topics"][0]["topic"] == "news.m"
