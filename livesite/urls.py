@@ -3,11 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from livesite import signin
+from realtime import routing_view
 
 urlpatterns = [
     # Rate-limited sign-in (livesite/signin.py), in front of the stock URLs of the same names.
     path("admin/login/", signin.admin_login, name="admin-login"),
     path("accounts/login/", signin.login, name="login"),
+    path("admin/realtime/routing/", routing_view.routing, name="realtime-routing"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("likes.urls")),

@@ -438,6 +438,18 @@ class Dispatcher:
             for topic, row in zip(shard_topics, rows, strict=True)
         }
 
+    async def ahosts(self, topic: str) -> list[str]:
+        """The worker channels holding a live lease on `topic` (a read, nothing pruned): who hosts it now."""
+        name = group_name(topic)
+        if self._direct:
+            layer: Any = self.layer
+            members: list[Any] = await layer.connection(layer.consistent_hash(name)).zrangebyscore(
+                layer._group_key(name), time.time() - layer.group_expiry, "+inf"
+            )
+            return sorted(bytes(member).decode() for member in members)
+        groups: Any = getattr(self.layer, "groups", {})
+        return sorted(groups.get(name, {}))
+
     async def ais_member(self, group: str, channel: str) -> bool:
         """Whether `channel` holds a live lease in `group` (one read, no write): is that worker alive?"""
         name = group_name(group)

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
+COUNT = "count"
 _ERROR_BACKOFF_SECS = 1.0
 # While the registry is out of step with the hub (a Redis fault), it is resynced this often.
 REPAIR_SECS = 1.0
@@ -385,7 +386,19 @@ class Worker:
     def _hosted(self) -> dict[str, set[Connection]]:
         return self.hub.topics
 
+    async def acount(self, channel: str, topics: list[str]) -> dict[str, int]:
+        """How many streams the worker on `channel` (this one or another) holds on each topic."""
+        if channel == self.channel:
+            return self._count(topics)
+        result: dict[str, int] = await self.rpc.acall(channel, {"op": COUNT, "topics": topics})
+        return result
+
+    def _count(self, topics: list[str]) -> dict[str, int]:
+        return {topic: len(self.hub.topics.get(topic, ())) for topic in topics}
+
     async def _serve_change(self, message: LayerMessage) -> dict[str, Any]:
+        if message.get("op") == COUNT:
+            return self._count(list(message["topics"]))
         # Positions were checked by the worker that took the request; a malformed one is a bug there.
         since = {topic: history.parse_position(value) for topic, value in (message.get("since") or {}).items()}
         return await self._change_local(

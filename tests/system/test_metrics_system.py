@@ -45,3 +45,20 @@ async def test_one_scrape_shows_both_workers_streams(redis_server, start_worker,
         assert {worker["worker"] for worker in cluster["workers"]} == {worker_a, worker_b}
         assert cluster["totals"]["connections"] == 3
         assert cluster["busiest_topics"][0]["topic"] == "news.m"
+
+
+async def test_the_admin_routing_view_asks_the_worker_that_hosts_a_topic(redis_server, start_worker, tokens):
+    a = start_worker(redis_server.url, name="a")
+    b = start_worker(redis_server.url, name="b")
+    async with streams(SSEClient(b.url, topics=["news.far"]), SSEClient(b.url, topics=["news.far"])):
+        worker_b = (await stats(b.url, tokens["admin"]))["worker"]
+        async with httpx.AsyncClient(base_url=a.url, timeout=10) as admin:
+            await admin.get("/admin/login/")
+            signed_in = await admin.post(
+                "/admin/login/",
+                data={"username": "admin", "password": "pw-admin", "csrfmiddlewaretoken": admin.cookies["csrftoken"]},
+            )
+            assert signed_in.status_code == 302, signed_in.text
+            page = (await admin.get("/admin/realtime/routing/", params={"topic": "news.far"})).text
+        # Answered by worker A, about streams only worker B holds: B counted them itself.
+        assert f"<tr><td><code>{worker_b}</code></td><td>2</td></tr>" in page
