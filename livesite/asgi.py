@@ -34,7 +34,7 @@ class OneHopASGIHandler(ASGIHandler):
 django.setup(set_prefix=False)
 django_application = OneHopASGIHandler()
 
-from realtime import conf  # noqa: E402 (after setup: needs the app registry)
+from realtime import conf, context  # noqa: E402 (after setup: needs the app registry)
 from realtime.http import Receive, Scope, Send  # noqa: E402
 from realtime.routing import ROUTES, body_limit  # noqa: E402
 from realtime.servers import daphne  # noqa: E402
@@ -56,6 +56,7 @@ gc.set_threshold(50_000, 20, 10)
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
+        context.begin(scope)
         route = ROUTES.get(scope["path"])
         if route is not None:
             return await route(scope, receive, send)

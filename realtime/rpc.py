@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from realtime import context
 from realtime.dispatcher import REPLY, RPC, Dispatcher, LayerMessage
 from realtime.metrics import Histogram
 
@@ -59,7 +60,14 @@ class Rpc:
         self._replies[rid] = reply
         self.stats["rpc_sent"] += 1
         try:
-            await self.dispatcher.asend(channel, {**request, "type": RPC, "reply_to": self.channel, "rid": rid})
+            message = {
+                **request,
+                "type": RPC,
+                "reply_to": self.channel,
+                "rid": rid,
+                "request_id": context.request_id.get(),
+            }
+            await self.dispatcher.asend(channel, message)
             answer = await asyncio.wait_for(reply, self.timeout_secs)
         except (RedisError, OSError) as exc:
             raise Refused(UNAVAILABLE, f"the real-time layer is unreachable ({exc}): retry shortly") from None
@@ -82,6 +90,8 @@ class Rpc:
     async def aserve(self, message: LayerMessage, handler: Callable[[LayerMessage], Awaitable[object]]) -> None:
         """Answer an RPC message with `await handler(message)`, or its refusal."""
         self.stats["rpc_served"] += 1
+        # This task was spawned for the call: the caller's request id is its own from here on.
+        context.request_id.set(str(message.get("request_id", "-"))[:64])
         reply: LayerMessage = {"type": REPLY, "rid": message["rid"]}
         try:
             reply["result"] = await handler(message)

@@ -397,6 +397,14 @@ class Worker:
         return {topic: len(self.hub.topics.get(topic, ())) for topic in topics}
 
     async def _serve_change(self, message: LayerMessage) -> dict[str, Any]:
+        logger.debug(
+            "worker %s: %s %s for %s, asked by %s",
+            self.channel,
+            message.get("op"),
+            message.get("topics"),
+            message.get("connection_id", "-"),
+            message.get("reply_to"),
+        )
         if message.get("op") == COUNT:
             return self._count(list(message["topics"]))
         # Positions were checked by the worker that took the request; a malformed one is a bug there.

@@ -1,10 +1,12 @@
 """One Prometheus scrape of any worker shows every worker of the cluster; cluster stats agree."""
 
+import json
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system.harness import SSEClient, eventually, stats, streams
+from tests.system.harness import SSEClient, eventually, stats, streams, subscribe
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -62,3 +64,26 @@ async def test_the_admin_routing_view_asks_the_worker_that_hosts_a_topic(redis_s
             page = (await admin.get("/admin/realtime/routing/", params={"topic": "news.far"})).text
         # Answered by worker A, about streams only worker B holds: B counted them itself.
         assert f"<tr><td><code>{worker_b}</code></td><td>2</td></tr>" in page
+
+
+async def test_json_logs_carry_the_proxys_request_id_to_the_worker_that_holds_the_stream(redis_server, start_worker):
+    logs = {"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
+    a = start_worker(redis_server.url, name="a", **logs)
+    b = start_worker(redis_server.url, name="b", **logs)
+    async with streams(SSEClient(a.url)) as (reader,):
+        response = await subscribe(b.url, reader.connection_id, ["news.traced"], headers={"X-Request-ID": "req-7f3a"})
+        assert response.status_code == 200, response.text
+
+        def traced() -> list[dict]:
+            lines = [json.loads(line) for line in a.logs().splitlines() if line.startswith("{")]
+            return [line for line in lines if line["request_id"] == "req-7f3a"]
+
+        async def logged() -> bool:
+            return bool(traced())
+
+        # Worker A served the subscription B forwarded to it: its line carries the id B was given.
+        await eventually(logged, timeout=5)
+        line = traced()[0]
+        assert line["logger"] == "realtime.worker"
+        assert "news.traced" in line["message"]
+        assert set(line) >= {"time", "level", "logger", "message", "request_id", "pid"}
