@@ -7,7 +7,7 @@ A loaded user has its permissions loaded with it, so `can_publish` never touches
 
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import cast
 
@@ -20,7 +20,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import CaseInsensitiveMapping
 from django.utils.module_loading import import_string
 
-from realtime import conf, peers, revocation, tokens
+from realtime import conf, peers, revocation, tickets, tokens
 from realtime.http import HttpError, Request
 
 PUBLISH_PERMISSION = "realtime.publish_event"
@@ -37,6 +37,8 @@ class Caller:
     # Which credential it came with, as realtime.revocation names it (never the secret itself): a stream
     # opened with it is closed when that credential is revoked.
     credential: str | None = None
+    # The secret it came with (a token's key, a session's key), for a stream ticket to point at; never logged.
+    secret: str = field(default="", repr=False)
 
     @property
     def is_staff(self) -> bool:
@@ -68,7 +70,7 @@ async def aauthenticate(request: Request) -> Caller:
         if key is None or found is None:
             raise HttpError(401, "invalid_token", "invalid token: send 'Authorization: Token <key>' with a valid key")
         user = found[0]
-        return Caller(user.pk, user, "token", revocation.token_credential(key))
+        return Caller(user.pk, user, "token", revocation.token_credential(key), key)
     session_key = _session_key(request.header("cookie"))
     if session_key is None:
         return ANONYMOUS
@@ -79,7 +81,34 @@ async def aauthenticate(request: Request) -> Caller:
         reason = csrf_failure(request)
         if reason is not None:
             raise HttpError(403, "csrf_failed", f"CSRF check failed: {reason} (send the X-CSRFToken header)")
-    return Caller(session_user.pk, session_user, "session", revocation.session_credential(session_key))
+    return Caller(session_user.pk, session_user, "session", revocation.session_credential(session_key), session_key)
+
+
+async def aauthenticate_ticket(ticket: str) -> Caller:
+    """Async: the caller a stream ticket was made for, its credential checked again now; the ticket is used up.
+
+    Raises HttpError 401 for a ticket that is unknown, used, expired, or whose credential no longer holds.
+    """
+    found = await tickets.get().atake(ticket) if 0 < len(ticket) <= 100 else None
+    caller = None
+    if found is not None:
+        scheme, secret = found
+        if scheme == "token":
+            looked_up = tokens.cached(secret) or await _alookup_token(secret)
+            if looked_up is not None:
+                user = looked_up[0]
+                caller = Caller(user.pk, user, "token", revocation.token_credential(secret), secret)
+        elif scheme == "session":
+            session_user = await _aload_session_user(secret)
+            if session_user is not None:
+                caller = Caller(session_user.pk, session_user, "session", revocation.session_credential(secret), secret)
+    if caller is None:
+        raise HttpError(
+            401,
+            "invalid_ticket",
+            "the stream ticket is unknown, used or expired: ask POST /realtime/tickets for another",
+        )
+    return caller
 
 
 def can_publish(caller: Caller) -> bool:

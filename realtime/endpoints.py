@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime import auth, bodies, conf, limits, metrics, peers, policies
+from realtime import auth, bodies, conf, limits, metrics, peers, policies, tickets
 from realtime.dispatcher import DispatchUnavailable
 from realtime.events import InvalidEvent, ReservedType
 from realtime.http import (
@@ -94,6 +94,25 @@ async def subscriptions(request: Request, receive: Receive, send: Send) -> None:
     except Refused as exc:
         raise _refusal(exc) from None
     await asend_json(send, 200, {"connection_id": connection_id, **result})
+
+
+@endpoint
+async def stream_ticket(request: Request, receive: Receive, send: Send) -> None:
+    """POST /realtime/tickets: a single-use ticket for `GET /realtime/connect?ticket=...` (EventSource cannot
+    send an Authorization header), valid for tickets.TICKET_SECS, for the credential of this request."""
+    check_method(request, ("POST",))
+    await aread_body(request, receive, SUBSCRIPTION_BODY_LIMIT)
+    caller = await auth.aauthenticate(request)
+    if caller.member_id is None or not caller.secret:
+        raise HttpError(
+            401,
+            "not_authenticated",
+            "a stream ticket is for a signed-in member: send 'Authorization: Token <key>' or a session",
+            headers=[(b"www-authenticate", b"Token")],
+        )
+    await limits.ahit("connect", _who(caller, request))
+    ticket = await tickets.get().aissue(caller.scheme, caller.secret)
+    await asend_json(send, 201, {"ticket": ticket, "expires_in": tickets.TICKET_SECS})
 
 
 @endpoint

@@ -87,7 +87,7 @@ COMMON = {400: "bad Host header or malformed request", 413: "body too large", 40
 STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("/realtime/connect", "get"): {
         400: "an invalid topic or `since`, or a Host outside ALLOWED_HOSTS",
-        401: "an Authorization header that is not a valid token",
+        401: "an Authorization header that is not a valid token, or a used or expired `ticket`",
         403: "a topic this stream may not read",
         405: "not GET",
         409: "more topics than REALTIME_MAX_TOPICS_PER_CONNECTION",
@@ -128,6 +128,13 @@ STATUSES: dict[tuple[str, str], dict[int, str]] = {
         401: "an invalid token",
         403: "not staff",
         405: "not GET",
+    },
+    ("/realtime/tickets", "post"): {
+        **COMMON,
+        401: "no credentials (`not_authenticated`), or an invalid token",
+        403: "a failed CSRF check (session callers send X-CSRFToken)",
+        405: "not POST",
+        429: "too many streams opened (REALTIME_RATE_LIMITS connect)",
     },
     ("/metrics", "get"): {
         401: "an invalid token",
@@ -181,6 +188,14 @@ def _operations() -> dict[str, object]:
                         "description": (
                             "comma-separated `<topic>:<epoch>:<offset>` (an event's SSE id): resume those topics"
                         ),
+                    },
+                    {
+                        "name": "ticket",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "a single-use ticket from POST /realtime/tickets: how an EventSource, which "
+                        "cannot send headers, opens a token client's stream",
                     },
                     {
                         "name": "Last-Event-ID",
@@ -320,6 +335,29 @@ def _operations() -> dict[str, object]:
                 "responses": {
                     "200": {"description": "counters", "content": {"application/json": {"schema": {"type": "object"}}}},
                     **_errors("/realtime/stats", "get"),
+                },
+            }
+        },
+        "/realtime/tickets": {
+            "post": {
+                "tags": ["realtime"],
+                "operationId": "realtime_ticket",
+                "summary": "A single-use stream ticket (30 s) for GET /realtime/connect?ticket=",
+                "security": token_or_session[:2],
+                "responses": {
+                    "201": {
+                        "description": "the ticket, and how many seconds it is valid",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["ticket", "expires_in"],
+                                    "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer"}},
+                                }
+                            }
+                        },
+                    },
+                    **_errors("/realtime/tickets", "post"),
                 },
             }
         },

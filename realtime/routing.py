@@ -11,6 +11,7 @@ ROUTES: dict[str, ASGIApp] = {
     "/realtime/subscriptions": endpoints.subscriptions,
     "/realtime/peer/events": endpoints.peer_events,
     "/realtime/stats": endpoints.stats,
+    "/realtime/tickets": endpoints.stream_ticket,
     "/metrics": endpoints.prometheus,
     "/api/publish": endpoints.publish,
     "/healthz": health.healthz,
@@ -20,6 +21,7 @@ ROUTES: dict[str, ASGIApp] = {
 # The largest body each path takes; anything else gets Django's own limit (DATA_UPLOAD_MAX_MEMORY_SIZE).
 BODY_LIMITS = {
     "/realtime/subscriptions": endpoints.SUBSCRIPTION_BODY_LIMIT,
+    "/realtime/tickets": endpoints.SUBSCRIPTION_BODY_LIMIT,
     "/realtime/peer/events": endpoints.PEER_BODY_LIMIT,
     "/api/publish": endpoints.PUBLISH_BODY_LIMIT,
 }

@@ -51,7 +51,8 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     # A native EventSource reconnecting to a multi-topic stream names one topic's position: the others cannot
     # be resumed, and are said to have a gap (realtime.js sends `since` for all of them instead).
     lost = [] if (since and request.query("since")) or not request.header("last-event-id") else topics
-    caller = await auth.aauthenticate(request)
+    ticket = request.query("ticket")
+    caller = await (auth.aauthenticate_ticket(ticket[0]) if ticket else auth.aauthenticate(request))
     try:
         policies.check_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
     except ForbiddenTopic as exc:

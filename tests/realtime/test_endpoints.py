@@ -64,6 +64,7 @@ def test_every_realtime_endpoint_is_routed_by_path_to_one_app() -> None:
         "/realtime/subscriptions",
         "/realtime/peer/events",
         "/realtime/stats",
+        "/realtime/tickets",
         "/metrics",
         "/api/publish",
         "/healthz",

@@ -96,3 +96,24 @@ async def test_the_stream_is_refused_for_a_host_outside_allowed_hosts(start_work
         response = await http.get(f"{worker.url}/realtime/connect", headers={"Host": "evil.example"})
     assert response.status_code == 400
     assert response.json()["code"] == "disallowed_host"
+
+
+async def test_a_token_client_opens_its_stream_with_a_single_use_ticket(start_worker, tokens, member_ids):
+    worker = start_worker()
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{worker.url}/realtime/tickets", headers={"Authorization": f"Token {tokens['alice']}"}
+        )
+    assert response.status_code == 201, response.text
+    ticket = response.json()["ticket"]
+    # What an EventSource does: the ticket in the URL, no header.
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http:
+        async with http.stream("GET", f"{worker.url}/realtime/connect", params={"ticket": ticket}) as stream:
+            assert stream.status_code == 200, await stream.aread()
+            async for line in stream.aiter_lines():
+                if line.startswith("data: ") and "connection_id" in line:
+                    assert f'"member_id": {member_ids["alice"]}' in line
+                    break
+        again = await http.get(f"{worker.url}/realtime/connect", params={"ticket": ticket})
+    assert again.status_code == 401
+    assert again.json()["code"] == "invalid_ticket"
