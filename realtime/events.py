@@ -18,8 +18,10 @@ class InvalidEvent(ValueError):
 # The stream's own frames, written by the server alone (realtime.stream, realtime.hub), and the names an
 # EventSource gives meaning to: a published event of one of these types would reconnect every viewer (`reset`),
 # make a client forget its connection id (`connected`), show it as broken (`error`), refetch (`gap`) or drop
-# its stream (`revoked`, `closing`).
-CONTROL_TYPES = frozenset({"connected", "reset", "gap", "error", "message", "open", "revoked", "closing"})
+# its stream (`revoked`, `closing`) or topics (`unsubscribed`).
+CONTROL_TYPES = frozenset(
+    {"connected", "reset", "gap", "error", "message", "open", "revoked", "closing", "unsubscribed"}
+)
 
 
 class ReservedType(InvalidEvent):

@@ -108,8 +108,22 @@ class Settings:
         return self.size > 0 and self.secs > 0 and not (self.exclude and self.exclude.fullmatch(topic))
 
 
+# Topics apps declare as ephemeral (typing indicators): no history, no positions, never replayed.
+_ephemeral: list[str] = []
+
+
+def declare_ephemeral(pattern: str) -> None:
+    """An app's topics that must never be kept or replayed (a regular expression of whole topic names).
+
+    Called from AppConfig.ready, before the first dispatcher reads the settings."""
+    re.compile(pattern)
+    if pattern not in _ephemeral:
+        _ephemeral.append(pattern)
+
+
 def settings() -> Settings:
-    exclude = conf.get("HISTORY_EXCLUDE")
+    patterns = [pattern for pattern in [conf.get("HISTORY_EXCLUDE"), *_ephemeral] if pattern]
+    exclude = "|".join(f"(?:{pattern})" for pattern in patterns)
     return Settings(
         size=int(conf.get("HISTORY_SIZE")),
         secs=float(conf.get("HISTORY_SECS")),

@@ -33,8 +33,13 @@ def token_credential(key: str) -> str:
     return "token:" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def control_message(*, member_id: int | None = None, credential: str | None = None, reason: str) -> bytes:
-    return json.dumps({"member": member_id, "credential": credential, "reason": reason}).encode()
+def control_message(
+    *, member_id: int | None = None, credential: str | None = None, reason: str, topics: list[str] | None = None
+) -> bytes:
+    order: dict[str, Any] = {"member": member_id, "credential": credential, "reason": reason}
+    if topics is not None:
+        order["topics"] = topics
+    return json.dumps(order).encode()
 
 
 async def arevoke(*, member_id: int | None = None, credential: str | None = None, reason: str) -> None:
@@ -43,6 +48,28 @@ async def arevoke(*, member_id: int | None = None, credential: str | None = None
 
     message = control_message(member_id=member_id, credential=credential, reason=reason)
     await get_dispatcher().asend_events([(CONTROL_GROUP, message)])
+
+
+async def arevoke_topics(member_id: int, topics: list[str], *, reason: str) -> None:
+    """Async: take `topics` from every stream of `member_id` on every worker, at once; each such stream gets
+    `event: unsubscribed` {"topics", "reason"} and nothing more from them (the application decided she may no
+    longer read them, e.g. removed from a conversation). The stream itself stays open."""
+    from realtime.dispatcher import get_dispatcher
+
+    message = control_message(member_id=member_id, reason=reason, topics=topics)
+    await get_dispatcher().asend_events([(CONTROL_GROUP, message)])
+
+
+def revoke_topics(member_id: int, topics: list[str], *, reason: str) -> None:
+    """Sync: arevoke_topics after the current transaction commits."""
+
+    def send() -> None:
+        try:
+            async_to_sync(arevoke_topics)(member_id, topics, reason=reason)
+        except Exception:
+            logger.exception("topic revocation (%s) could not reach the workers", reason)
+
+    transaction.on_commit(send)
 
 
 def revoke(*, member_id: int | None = None, credential: str | None = None, reason: str) -> None:

@@ -54,7 +54,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     ticket = request.query("ticket")
     caller = await (auth.aauthenticate_ticket(ticket[0]) if ticket else auth.aauthenticate(request))
     try:
-        policies.check_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
+        await policies.acheck_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
     except ForbiddenTopic as exc:
         raise HttpError(403, "forbidden_topic", str(exc)) from None
 

@@ -106,6 +106,7 @@ class Worker:
             "received_messages": 0,
             "stray_events": 0,
             "revoked_streams": 0,
+            "revoked_topic_streams": 0,
             "resumed_topics": 0,
             "resume_gaps": 0,
             "replayed_events": 0,
@@ -310,7 +311,7 @@ class Worker:
             raise Refused(NOT_YOUR_CONNECTION, "this stream belongs to another member")
         if op == SUBSCRIBE:
             try:
-                policies.check_read(topics, conn.member_id, conf.get("OPEN_NAMESPACES"))
+                await policies.acheck_read(topics, conn.member_id, conf.get("OPEN_NAMESPACES"))
                 check_topic_count(len(conn.topics | set(topics)), self.max_topics)
             except ForbiddenTopic as exc:
                 raise Refused(FORBIDDEN_TOPIC, str(exc)) from None
@@ -352,12 +353,17 @@ class Worker:
         return bool(self._tasks) and not self._tasks[0].done()
 
     def _revoke(self, frame: bytes) -> None:
-        """Close every local stream a revocation names (by member or by credential), saying why."""
+        """Close every local stream a revocation names (by member or by credential), saying why; or, when it
+        names topics, take those topics from the member's streams."""
         try:
             order = json.loads(frame)
             member, credential, reason = order.get("member"), order.get("credential"), str(order.get("reason", ""))
+            topics = order.get("topics")
         except (ValueError, AttributeError):
             logger.warning("worker %s ignored a malformed revocation", self.channel)
+            return
+        if isinstance(topics, list):
+            self._revoke_topics(member, [str(topic) for topic in topics], reason)
             return
         # This process must stop accepting the credential at once too, not when its token cache expires.
         cache = tokens.get_cache()
@@ -376,6 +382,28 @@ class Worker:
         self.stats["revoked_streams"] += len(closing)
         if closing:
             logger.info("worker %s closed %d streams: %s", self.channel, len(closing), reason)
+
+    def _revoke_topics(self, member: object, topics: list[str], reason: str) -> None:
+        """Take `topics` from every local stream of `member`; each is told which, and why."""
+        emptied: list[str] = []
+        told = 0
+        for conn in [conn for conn in self.hub.connections.values() if conn.member_id == member]:
+            taken = sorted(conn.topics.intersection(topics))
+            if not taken:
+                continue
+            emptied += self.hub.unsubscribe(conn, taken)
+            if conn.catching_up is not None:
+                for topic in taken:
+                    conn.catching_up.pop(topic, None)
+            notice = {"topics": taken, "reason": reason}
+            conn.write(Payload(sse.frame(json.dumps(notice, separators=(",", ":")), event="unsubscribed")))
+            told += 1
+        if emptied:
+            self._forget(emptied)
+            self.spawn(self.registry.async_topics(emptied))
+        self.stats["revoked_topic_streams"] += told
+        if told:
+            logger.info("worker %s took %s from %d streams: %s", self.channel, topics, told, reason)
 
     async def _alive(self, channel: str) -> bool:
         try:

@@ -208,3 +208,15 @@ def test_an_sse_id_names_the_topic_and_its_position() -> None:
     for bad in ["", "ab12:7", "1700000000-dc1.ab"]:
         with pytest.raises(InvalidPosition):
             parse_event_id(bad)
+
+
+def test_apps_declare_ephemeral_topics_beside_the_operators(settings) -> None:
+    settings.REALTIME = {**settings.REALTIME, "HISTORY_EXCLUDE": r"debug\..*"}
+    history.declare_ephemeral(r"room\.[0-9]+\.typing")
+    try:
+        kept = history.settings()
+        assert not kept.keeps("room.4.typing")
+        assert not kept.keeps("debug.x")
+        assert kept.keeps("room.4.messages")
+    finally:
+        history._ephemeral.remove(r"room\.[0-9]+\.typing")

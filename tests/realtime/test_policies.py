@@ -4,6 +4,7 @@ import re
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from realtime import policies
 from realtime.topics import ForbiddenTopic
@@ -33,17 +34,17 @@ OPEN = ("news",)
 )
 def test_who_may_read(topic: str, member: int | None, allowed: bool) -> None:
     if allowed:
-        policies.check_read([topic], member, OPEN)
+        async_to_sync(policies.acheck_read)([topic], member, OPEN)
     else:
         with pytest.raises(ForbiddenTopic):
-            policies.check_read([topic], member, OPEN)
+            async_to_sync(policies.acheck_read)([topic], member, OPEN)
 
 
 def test_a_refusal_names_the_rule_that_refused() -> None:
     with pytest.raises(ForbiddenTopic, match=re.escape("no app declares the namespace of 'chat.room'")):
-        policies.check_read(["chat.room"], 1, OPEN)
+        async_to_sync(policies.acheck_read)(["chat.room"], 1, OPEN)
     with pytest.raises(ForbiddenTopic, match=r"realtime: MEMBER"):
-        policies.check_read(["member.7.inbox"], 8, OPEN)
+        async_to_sync(policies.acheck_read)(["member.7.inbox"], 8, OPEN)
 
 
 @pytest.mark.parametrize(
@@ -85,4 +86,25 @@ def test_malformed_patterns_are_refused_when_declared(pattern: str) -> None:
 
 def test_presence_opens_to_anyone_when_the_operator_makes_it_public(settings: Any) -> None:
     settings.PRESENCE = {**getattr(settings, "PRESENCE", {}), "PUBLIC": True}
-    policies.check_read(["presence.member.7"], None, OPEN)
+    async_to_sync(policies.acheck_read)(["presence.member.7"], None, OPEN)
+
+
+def test_an_apps_async_rule_decides_all_its_topics_of_a_check_in_one_call() -> None:
+    calls: list[list[str]] = []
+
+    async def participants(member_id: int | None, params: list) -> list[bool]:
+        calls.append([p["id"] for p in params])
+        return [member_id == 7 and p["id"] != "3" for p in params]
+
+    space = policies.Namespace("room.{id}.*", owner="tests", read=policies.SIGNED_IN, aread=participants)
+    policies.declare(space)
+    try:
+        async_to_sync(policies.acheck_read)(["room.1.a", "room.2.b", "news.x"], 7, OPEN)
+        assert calls == [["1", "2"]]  # one call (one query) for both rooms
+        with pytest.raises(ForbiddenTopic, match=r"room\.3\.a.*participants"):
+            async_to_sync(policies.acheck_read)(["room.1.a", "room.3.a"], 7, OPEN)
+        with pytest.raises(ForbiddenTopic, match="SIGNED_IN"):
+            async_to_sync(policies.acheck_read)(["room.1.a"], None, OPEN)
+        assert len(calls) == 2  # the static rule refused first: no query for an anonymous stream
+    finally:
+        policies._declared.remove(space)

@@ -163,3 +163,22 @@ async def test_an_event_the_history_gave_before_the_worker_received_it_is_not_se
     await publish(worker, "r.h", 1)
     await wait_for_offset(recorder, "r.h", 4)
     assert offsets(recorder, "r.h") == [2, 3, 4]
+
+
+async def test_topics_revoked_for_a_member_leave_her_streams_at_once_and_say_so(worker: Worker) -> None:
+    recorder = Recorder()
+    mine = Connection(worker.new_connection_id(), 7, QueuedWriter(recorder, max_pending=1000))
+    other, other_recorder = connect(worker)
+    await worker.aattach(mine, ["r.kept", "r.secret"])
+    await worker.aattach(other, ["r.secret"])
+    worker._revoke(b'{"member": 7, "topics": ["r.secret"], "reason": "removed_from_conversation"}')
+    assert mine.topics == {"r.kept"}
+    assert not mine.closed
+    await publish(worker, "r.secret", 1)
+    await publish(worker, "r.kept", 1)
+    await wait_for_offset(recorder, "r.kept", 1)
+    await wait_for_offset(other_recorder, "r.secret", 1)  # another member's stream keeps it
+    assert [event for event, _ in stream(recorder)] == ["unsubscribed", "t.x"]
+    assert b'"topics":["r.secret"],"reason":"removed_from_conversation"' in recorder.bodies[0]
+    assert offsets(recorder, "r.secret") == []
+    assert worker.stats["revoked_topic_streams"] == 1
