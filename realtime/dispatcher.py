@@ -6,11 +6,13 @@ that hosts subscribers, and none to the others. Memberships are leases: the laye
 set to REALTIME LEASE_SECS and each worker re-adds its topics every third of it, so a worker that dies
 without cleaning up (SIGKILL) drops out of every group within one lease.
 
-On channels-redis, a round of publishes reads the members of all its topics in one pipelined request per
-Redis shard, then sends each hosting worker ONE message carrying every event for it, whatever the number
-of topics: `group_send` would cost four round trips per topic, which caps a dispatcher far below 5,000
-events/s when events go to many different topics. Membership follows `group_send`'s own rule (members
-older than `group_expiry` are pruned and ignored), so the two paths agree. Other layers use `group_send`.
+On channels-redis, a round of publishes runs one script per Redis shard that reads the members of all its
+topics AND gives each event its topic's next offset and appends it to the topic's history (realtime.history),
+then sends each hosting worker ONE message carrying every event for it, whatever the number of topics:
+`group_send` would cost four round trips per topic, which caps a dispatcher far below 5,000 events/s when
+events go to many different topics. Membership follows `group_send`'s own rule (members older than
+`group_expiry` are pruned and ignored), so the two paths agree. Other layers (the in-memory one of the
+embedded default) use `group_send`, with the history kept in this process.
 """
 
 import asyncio
