@@ -204,7 +204,10 @@ async def prometheus(request: Request, receive: Receive, send: Send) -> None:
     """GET /metrics: every worker's figures in the Prometheus text format, for a scraper on the private network
     (REALTIME_METRICS_ALLOW) or a staff member's token."""
     check_method(request, ("GET",))
-    if not _scraper_allowed(request.client_address):
+    # Through a proxy the address is the proxy's if it forgot X-Forwarded-For: a proxied request is never the
+    # scraper's (the shipped nginx site does not even pass /metrics on), only a staff member's.
+    proxied = any(request.header(name) for name in ("x-forwarded-for", "x-forwarded-host", "x-real-ip", "forwarded"))
+    if proxied or not _scraper_allowed(request.client_address):
         caller = await auth.aauthenticate(request)
         if not caller.is_staff:
             raise HttpError(

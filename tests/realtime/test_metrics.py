@@ -90,3 +90,11 @@ async def test_cluster_stats_list_every_worker_with_totals(client: httpx.AsyncCl
     assert len(body["workers"]) == 1  # the embedded default: one process
     assert body["totals"]["connections"] == body["workers"][0]["connections"]
     assert (await client.get("/realtime/stats?scope=galaxy", headers=headers)).status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_through_a_proxy_is_never_taken_for_the_scraper(client: httpx.AsyncClient) -> None:
+    # A proxy that forgot X-Forwarded-For makes every visitor look like 127.0.0.1.
+    for header in ("X-Forwarded-Host", "X-Forwarded-For", "X-Real-IP", "Forwarded"):
+        response = await client.get("/metrics", headers={header: "live.example.org"})
+        assert response.status_code == 403, header
