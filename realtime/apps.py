@@ -1,3 +1,5 @@
+import re
+
 from django.apps import AppConfig
 
 
@@ -12,11 +14,14 @@ class RealtimeConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
         from rest_framework.authtoken.models import Token
 
-        from realtime import census, checks, conf, hooks, policies, tokens  # noqa: F401 (checks: registers the system checks)
+        from realtime import census, checks, conf, history, hooks, policies, tokens  # noqa: F401 (checks: registers the system checks)
 
         # The core's own namespaces: a member's private topics, published by the server only; viewer counts.
         policies.declare(policies.Namespace("member.{member}.*", owner="realtime", read=policies.MEMBER))
         policies.declare(policies.Namespace(f"{census.CENSUS_PREFIX}*", owner="realtime (census)"))
+        # A census count is a state announced again every CENSUS_SECS, not history: never kept nor replayed.
+        # Kept, each topic any stream named (a made-up video id too) left keys in Redis for a day.
+        history.declare_ephemeral(re.escape(census.CENSUS_PREFIX) + r".*")
         if conf.get("CENSUS_TOPICS"):
             hooks.add_periodic(lambda: conf.get("CENSUS_SECS"), census.areport_job)
 

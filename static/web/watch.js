@@ -15,7 +15,52 @@
   const MAX_COMMENTS_SHOWN = 200;
 
   let likes = 0;
+  let likesKnown = false; // the server's count has been shown once (a load or a like's answer)
   const presenceChangedAt = new Map(); // member id -> changed_at of the state shown
+
+  // -- what the page applies --------------------------------------------------------------------
+  // The publish API cannot send to this page's topics (realtime.policies: the apps that own them publish
+  // there, nobody else) nor send the stream's control frames, so what arrives here was published by the
+  // site's own code. The page still checks every event and every API answer before showing it: a bug in a
+  // service, a peer data centre gone wrong or a future publisher must not show 10^15 likes, render a comment
+  // with no author, or pin a dot to a stamp so far in the future that no real change can replace it. What
+  // fails a check is dropped (and logged) and the page carries on; each check returns the values to apply,
+  // or null.
+  const MAX_CLOCK_SKEW_SECS = 300; // how far a presence stamp may be ahead of the event that carries it
+  // A count above twice the one shown plus this is checked with the server, not shown: a real burst is far
+  // smaller, and `covered` cannot vouch for a jump (whoever wrote the count wrote it too).
+  const LIKE_JUMP_TO_VERIFY = 1000;
+  const VERIFY_EVERY_MS = 5000; // at most one such check per interval, whatever arrives
+  const isCount = (value) => Number.isSafeInteger(value) && value >= 0;
+  const isId = (value) => Number.isSafeInteger(value) && value > 0;
+  const isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
+
+  function checkLike(data) {
+    if (!isObject(data) || !isCount(data.count)) return null;
+    const covered = data.covered === undefined ? 1 : data.covered;
+    return isId(covered) ? { count: data.count, covered } : null;
+  }
+
+  function checkComment(data) {
+    if (!isObject(data) || !isId(data.id) || typeof data.text !== "string" || !isObject(data.member)) return null;
+    const name = data.member.name;
+    return typeof name === "string" && name.trim() ? data : null;
+  }
+
+  // `notAfter`: the latest believable stamp, from the server's clock (an event's published_at) rather than
+  // the browser's, which may be minutes off; Infinity for the server's own answers (GET /api/presence).
+  function checkPresence(data, memberId, notAfter) {
+    if (!isObject(data) || data.member !== memberId) return null;
+    if (data.status !== "online" && data.status !== "offline") return null;
+    const changedAt = data.changed_at;
+    if (changedAt === null && notAfter === Infinity) return { status: data.status, changedAt }; // never seen
+    if (typeof changedAt !== "number" || !Number.isFinite(changedAt) || changedAt < 0) return null;
+    return changedAt <= notAfter ? { status: data.status, changedAt } : null;
+  }
+
+  function dropped(what, data) {
+    console.warn(`watch: ignored a malformed ${what}`, data);
+  }
 
   function api(path, options) {
     const opts = Object.assign({ credentials: "same-origin", headers: {} }, options || {});
@@ -30,6 +75,7 @@
   // -- likes ------------------------------------------------------------------------------------
   function showLikes(count) {
     // Events and POST answers can cross: the count only ever grows.
+    if (!isCount(count)) return dropped("like count", count);
     if (count > likes) {
       likes = count;
       likeCount.textContent = String(likes);
@@ -52,7 +98,10 @@
   const likeButton = document.getElementById("like");
   likeButton.addEventListener("click", () => {
     api(`/api/videos/${videoId}/likes`, { method: "POST", body: "{}" })
-      .then((body) => showLikes(body.count))
+      .then((body) => {
+        showLikes(body.count);
+        likesKnown = true;
+      })
       .catch((error) => console.warn("like failed", error));
   });
 
@@ -70,7 +119,9 @@
     return li;
   }
 
-  function addComment(comment, atTop) {
+  function addComment(data, atTop) {
+    const comment = checkComment(data);
+    if (!comment) return dropped("comment", data);
     if (commentsList.querySelector(`[data-comment="${comment.id}"]`)) return;
     const li = commentItem(comment);
     if (atTop) commentsList.prepend(li);
@@ -79,6 +130,7 @@
   }
 
   function removeComment(id) {
+    if (!isId(id)) return dropped("comment id", id);
     const li = commentsList.querySelector(`[data-comment="${id}"]`);
     if (li) li.remove();
   }
@@ -105,6 +157,12 @@
   }
 
   // -- presence ---------------------------------------------------------------------------------
+  function applyPresence(data, memberId, notAfter) {
+    const state = checkPresence(data, memberId, notAfter);
+    if (!state) return dropped("presence change", data);
+    showPresence(memberId, state.status, state.changedAt);
+  }
+
   function showPresence(memberId, status, changedAt) {
     const known = presenceChangedAt.get(memberId);
     // The page subscribes before it loads states: an older state never overwrites a newer one.
@@ -128,7 +186,10 @@
       .then((video) => {
         likes = 0;
         showLikes(video.like_count);
-        viewerCount.textContent = video.viewer_count == null ? "–" : String(video.viewer_count);
+        likesKnown = true;
+        // null: the census has not counted yet.
+        if (video.viewer_count === null) viewerCount.textContent = "–";
+        else showViewers(video.viewer_count);
       })
       .catch((error) => console.warn("video refresh failed", error));
   }
@@ -137,7 +198,7 @@
     api(`/api/videos/${videoId}/comments`)
       .then((page) => {
         commentsList.replaceChildren();
-        for (const comment of page.results) addComment(comment, false);
+        for (const comment of page.results || []) addComment(comment, false);
       })
       .catch((error) => console.warn("comments refresh failed", error));
   }
@@ -146,36 +207,57 @@
     if (!memberIds.length) return;
     api(`/api/presence?members=${memberIds.join(",")}`)
       .then((body) => {
-        for (const state of body.members) showPresence(state.member, state.status, state.changed_at);
+        // The server's own answer: its stamps are checked for shape only (no clock to compare them with).
+        for (const state of body.members || []) {
+          if (isObject(state) && memberIds.includes(state.member)) applyPresence(state, state.member, Infinity);
+        }
       })
       .catch((error) => console.warn("presence refresh failed", error));
+  }
+
+  function showViewers(count) {
+    if (isCount(count)) viewerCount.textContent = String(count);
+    else dropped("viewer count", count);
+  }
+
+  // A like count far above the one shown is either likes this page missed or a lie: either way the server
+  // says which, and the page shows its answer (refreshVideo), never the event's number.
+  let lastVerifiedAt = -Infinity;
+  function verifyLikes() {
+    if (performance.now() - lastVerifiedAt < VERIFY_EVERY_MS) return;
+    lastVerifiedAt = performance.now();
+    refreshVideo();
   }
 
   // -- the stream -------------------------------------------------------------------------------
   const rt = Realtime.connect();
   rt.subscribe(`video.${videoId}.likes`, {
     "like.created": (event) => {
-      showLikes(event.data.count);
-      floatHearts(event.data.covered || 1);
+      const like = checkLike(event.data);
+      if (!like) return dropped("like.created", event.data);
+      if (likesKnown && like.count > 2 * likes + LIKE_JUMP_TO_VERIFY) return verifyLikes();
+      showLikes(like.count);
+      floatHearts(like.covered);
     },
     gap: refreshVideo,
   });
   // The census counts the streams subscribed to this video's likes, across all workers.
   rt.subscribe(`census.video.${videoId}.likes`, {
-    "census.changed": (event) => {
-      viewerCount.textContent = String(event.data.count);
-    },
+    "census.changed": (event) => showViewers(isObject(event.data) ? event.data.count : undefined),
     gap: refreshVideo,
   });
   rt.subscribe(`video.${videoId}.comments`, {
     "comment.created": (event) => addComment(event.data, true),
-    "comment.hidden": (event) => removeComment(event.data.id),
+    "comment.hidden": (event) => removeComment(isObject(event.data) ? event.data.id : undefined),
     "comment.unhidden": (event) => addComment(event.data, true),
     gap: refreshComments,
   });
+  // The latest stamp a presence event may carry: the server's clock when it published the event.
+  const notAfter = (event) =>
+    (Number.isFinite(event.published_at) ? event.published_at : Date.now() / 1000) + MAX_CLOCK_SKEW_SECS;
   for (const memberId of memberIds) {
     rt.subscribe(`presence.member.${memberId}`, {
-      "presence.changed": (event) => showPresence(event.data.member, event.data.status, event.data.changed_at),
+      "presence.changed": (event) => applyPresence(event.data, memberId, notAfter(event)),
       gap: refreshPresence,
     });
   }
