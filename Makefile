@@ -43,7 +43,7 @@ typecheck: venv ## Type-check the code with mypy (settings in pyproject.toml)
 
 PG_URL ?= postgres://postgres@127.0.0.1:5432/livesite
 test-postgres: venv ## The database-touching tests again on PostgreSQL (PG_URL; its test database is created)
-	DATABASE_URL=$(PG_URL) $(BIN)/pytest -q tests/likes tests/presence tests/realtime --create-db
+	DATABASE_URL=$(PG_URL) $(BIN)/pytest -q tests/likes tests/presence tests/messaging tests/realtime --create-db
 
 lint: venv ## ruff format + lint, fixing what it can
 	$(BIN)/ruff format .

@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "realtime",
     "likes",
     "presence",
+    "messaging",
     "web",
     "livesite",
 ]
@@ -310,6 +311,16 @@ DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "livesite-demo")
 
 LIKES = {
     "COALESCE_MS": _env_int("LIKES_COALESCE_MS", 250),
+}
+
+# Conversations, typing indicators and seen receipts (messaging/conf.py has the defaults and what each means).
+MESSAGING = {
+    "MAX_PARTICIPANTS": _env_int("MESSAGING_MAX_PARTICIPANTS", 100),
+    "TYPING_THROTTLE_SECS": _env_float("MESSAGING_TYPING_THROTTLE_SECS", 2),
+    "TYPING_TIMEOUT_SECS": _env_float("MESSAGING_TYPING_TIMEOUT_SECS", 6),
+    "RECEIPT_COALESCE_MS": _env_int("MESSAGING_RECEIPT_COALESCE_MS", 300),
+    # "scope=rate,...", e.g. "message=10/s,typing=0"; checked by messaging's system checks.
+    "RATE_LIMITS": os.environ.get("MESSAGING_RATE_LIMITS", ""),
 }
 
 REST_FRAMEWORK = {

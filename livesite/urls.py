@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("likes.urls")),
     path("api/", include("presence.urls")),
+    path("", include("messaging.urls")),  # /api/conversations... and the /messages/ page
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("web.urls")),

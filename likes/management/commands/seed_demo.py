@@ -1,4 +1,4 @@
-"""seed_demo: the demo's members and live videos, created once; running it again changes nothing."""
+"""seed_demo: the demo's members, live videos and conversations, created once; running it again changes nothing."""
 
 from datetime import timedelta
 from typing import Any
@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from likes.models import LiveVideo
+from messaging.demo import seed_conversations
 
 DEFAULT_DEMO_PASSWORD = "livesite-demo"  # noqa: S105 (the documented demo password, not a secret)
 ADMIN = "admin"
@@ -31,19 +32,26 @@ VIDEOS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo members (admin, alice, bob, carol) and a few live videos; safe to run again."
+    help = (
+        "Create the demo members (admin, alice, bob, carol), a few live videos and their conversations; "
+        "safe to run again."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = getattr(settings, "DEMO_PASSWORD", None) or DEFAULT_DEMO_PASSWORD
         with transaction.atomic():
             created = self._members(password)
             created += self._videos()
+            created += seed_conversations(
+                {user.username: user for user in get_user_model().objects.filter(username__in=[u for u, _ in MEMBERS])}
+            )
         self.stdout.write(
             self.style.SUCCESS(f"seed_demo: {created} object(s) created") if created else "seed_demo: up to date"
         )
         self.stdout.write(
             f"Sign in with password {password!r} (set DEMO_PASSWORD to change it):\n"
             f"  members {', '.join(username for username, _ in MEMBERS)}: http://127.0.0.1:8000/accounts/login/\n"
+            "  their conversations: http://127.0.0.1:8000/messages/\n"
             f"  {ADMIN} (superuser): http://127.0.0.1:8000/admin/"
         )
 
