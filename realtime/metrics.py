@@ -148,17 +148,9 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         snapshots = self.snapshots
         for name, help_text in COUNTERS.items():
-            counter = CounterMetricFamily(f"livesite_{name}", help_text, labels=["worker"])
-            for snapshot in snapshots:
-                if name in snapshot:
-                    counter.add_metric([snapshot["worker"]], float(snapshot[name]))
-            yield counter
+            yield self._filled(CounterMetricFamily(f"livesite_{name}", help_text, labels=["worker"]), name)
         for name, help_text in GAUGES.items():
-            gauge = GaugeMetricFamily(f"livesite_{name}", help_text, labels=["worker"])
-            for snapshot in snapshots:
-                if name in snapshot:
-                    gauge.add_metric([snapshot["worker"]], float(snapshot[name]))
-            yield gauge
+            yield self._filled(GaugeMetricFamily(f"livesite_{name}", help_text, labels=["worker"]), name)
         for name, help_text in HISTOGRAMS.items():
             histogram = HistogramMetricFamily(f"livesite_{name}", help_text, labels=["worker"])
             for snapshot in snapshots:
@@ -166,30 +158,30 @@ class _Collector:
                 if data:
                     histogram.add_metric([snapshot["worker"]], _cumulative(data), data["sum"])
             yield histogram
+        # Every other number a worker reports, so nothing it counts is hidden from a scrape.
         known = {"time", "started_at", *COUNTERS, *GAUGES}
-        others = sorted(
-            {
-                key
-                for snapshot in snapshots
-                for key, value in snapshot.items()
-                if key not in known and isinstance(value, int | float) and not isinstance(value, bool)
-            }
-        )
+        others = sorted({key for snapshot in snapshots for key, value in snapshot.items() if _number(value)} - known)
         for name in others:
-            family = GaugeMetricFamily(
-                f"livesite_worker_{name}", f"worker figure {name!r} (/realtime/stats)", labels=["worker"]
-            )
-            for snapshot in snapshots:
-                value = snapshot.get(name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    family.add_metric([snapshot["worker"]], float(value))
-            yield family
-        up = GaugeMetricFamily(
-            "livesite_worker_started_seconds", "when each worker started (Unix time)", labels=["worker"]
+            help_text = f"worker figure {name} (/realtime/stats)"
+            yield self._filled(GaugeMetricFamily(f"livesite_worker_{name}", help_text, labels=["worker"]), name)
+        yield self._filled(
+            GaugeMetricFamily(
+                "livesite_worker_started_seconds", "when each worker started (Unix time)", labels=["worker"]
+            ),
+            "started_at",
         )
-        for snapshot in snapshots:
-            up.add_metric([snapshot["worker"]], float(snapshot.get("started_at", 0)))
-        yield up
+
+    def _filled(self, family: CounterMetricFamily | GaugeMetricFamily, key: str) -> Metric:
+        """`family` with one sample per worker that reports `key` as a number."""
+        for snapshot in self.snapshots:
+            value = snapshot.get(key)
+            if isinstance(value, int | float) and _number(value):
+                family.add_metric([snapshot["worker"]], float(value))
+        return family
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _cumulative(data: Mapping[str, Any]) -> list[tuple[str, float]]:
