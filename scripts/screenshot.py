@@ -1,4 +1,5 @@
-"""Take docs/screenshot.png: the watch page in use (likes, comments, presence), on a throwaway database.
+"""Take docs/screenshot.png (the watch page in use: likes, comments, presence), docs/screenshot-home.png (the
+home page's cards) and docs/screenshot-mobile.png (the watch page on a 390x844 phone), on a throwaway database.
 
 Run: .venv/bin/python scripts/screenshot.py
 """
@@ -51,10 +52,22 @@ def main() -> None:
                     bob.get_by_role("button", name="Like").click()
                 alice.wait_for_timeout(600)  # let the hearts float up a little for the picture
                 alice.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+                phone = sign_in(
+                    browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True),
+                    worker.url,
+                    "carol",
+                )
+                phone.goto(f"{worker.url}/videos/{slug}/")
+                expect(phone.get_by_role("status", name="Connection")).to_have_text("live", timeout=10_000)
+                expect(phone.get_by_role("list", name="Comments")).to_contain_text("hearts are for you")
+                phone.screenshot(path=str(ROOT / "docs" / "screenshot-mobile.png"))
+                alice.goto(f"{worker.url}/")
+                expect(alice.get_by_role("status", name="Connection")).to_have_text("counts live", timeout=10_000)
+                alice.screenshot(path=str(ROOT / "docs" / "screenshot-home.png"))
                 browser.close()
         finally:
             worker.stop()
-    print("wrote docs/screenshot.png")  # noqa: T201
+    print("wrote docs/screenshot.png, docs/screenshot-home.png, docs/screenshot-mobile.png")  # noqa: T201
 
 
 if __name__ == "__main__":

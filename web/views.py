@@ -1,32 +1,82 @@
-"""The demo pages: the list of live videos and the watch page. Data arrives by API and stream."""
+"""The demo pages: the home page's video cards and the watch page. Live data arrives by API and stream."""
+
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.templatetags.static import static
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from likes.models import LiveVideo
+from likes.queries import videos_with_counts
+from likes.viewers import viewer_counts
 from presence.services import may_read
+from realtime import conf as realtime_conf
 
 MAX_PANEL_MEMBERS = 50
+MAX_LIVE_CARDS = 48
+MAX_ENDED_CARDS = 12
+# How often the home page rereads its cards' like counts (GET /api/videos): a like event would count the home
+# page's visitor as a viewer of every video (the census counts subscribers of video.{id}.likes), so likes
+# there are polled, not streamed. Viewer counts are streamed (census.* topics count nobody).
+HOME_REFRESH_SECS = 15
 
 
+def _hue(video: LiveVideo) -> int:
+    """A colour of its own for each video's stand-in thumbnail."""
+    return (video.pk * 47) % 360
+
+
+def _census_secs() -> float:
+    return float(realtime_conf.get("CENSUS_SECS"))
+
+
+@ensure_csrf_cookie  # a signed-in visitor's subscription requests carry the CSRF token from the cookie
 def home(request: HttpRequest) -> HttpResponse:
-    videos = LiveVideo.objects.order_by("-status", "-started_at", "title")[:50]
-    return render(request, "web/home.html", {"videos": videos})
+    """Live videos as cards with live viewer and like counts; ended videos apart, below."""
+    live = list(
+        videos_with_counts().filter(status=LiveVideo.Status.LIVE).order_by("-started_at", "-id")[:MAX_LIVE_CARDS]
+    )
+    ended = list(
+        videos_with_counts().filter(status=LiveVideo.Status.ENDED).order_by("-ended_at", "-id")[:MAX_ENDED_CARDS]
+    )
+    viewers = viewer_counts([video.pk for video in live])
+    context: dict[str, Any] = {
+        "live": [{"video": video, "viewers": viewers.get(video.pk), "hue": _hue(video)} for video in live],
+        "ended": [{"video": video, "hue": _hue(video)} for video in ended],
+        "refresh_secs": HOME_REFRESH_SECS,
+    }
+    return render(request, "web/home.html", context)
 
 
 @ensure_csrf_cookie
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
     video = get_object_or_404(LiveVideo, slug=slug)
-    # The viewers/friends panel: the site's members (a demo has a handful). Presence is for signed-in members
-    # unless the operator made it public (presence.services.may_read): anonymous visitors get no panel.
+    # The members panel: the site's members (a demo has a handful) with their site-wide presence. Presence is
+    # for signed-in members unless the operator made it public (presence.services.may_read): anonymous
+    # visitors get no panel. Who watches THIS video is not known to the server today (see README).
     panel = []
-    show_presence = may_read(request.user.pk if request.user.is_authenticated else None, {})
+    me = request.user.pk if request.user.is_authenticated else None
+    show_presence = may_read(me, {})
     if show_presence:
         members = get_user_model().objects.filter(is_active=True, is_staff=False).order_by("username")
         panel = [
-            {"id": member.pk, "name": member.get_full_name() or member.get_username()}
+            {"id": member.pk, "name": member.get_full_name() or member.get_username(), "me": member.pk == me}
             for member in members[:MAX_PANEL_MEMBERS]
         ]
-    return render(request, "web/watch.html", {"video": video, "panel": panel, "show_presence": show_presence})
+    # The viewer count as this request found it: it cannot count this viewer, whose stream is not open yet.
+    viewers = viewer_counts([video.pk]).get(video.pk) if video.is_live else None
+    context = {
+        "video": video,
+        "panel": panel,
+        "show_presence": show_presence,
+        "viewers": viewers,
+        "census_secs": _census_secs(),
+    }
+    return render(request, "web/watch.html", context)
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on pages without a <link rel=icon> (the admin, the API's JSON)."""
+    return HttpResponseRedirect(static("web/favicon.svg"))

@@ -1,11 +1,17 @@
-"""Two members in two browsers on the watch page: likes, comments, presence dots, moderation."""
+"""The watch page: two members in two browsers (likes, comments, presence dots, moderation), then each of its
+own behaviours (#15): the viewer count, the live chat, failures in words, pauses while reconnecting, an ended
+video, reduced motion, the members panel."""
+
+import json
+import re
+import time
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import FAST_PRESENCE, sign_in
-from tests.system.harness import Worker
+from tests.system.harness import Worker, base_env, run_django
 
 pytestmark = [pytest.mark.browser, pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -176,3 +182,330 @@ def test_a_worker_killed_mid_stream_of_comments_costs_no_comment_and_no_refetch(
         context.close()
         if again is not None:
             again.stop()
+
+
+# -- the page's own behaviours (#15) ------------------------------------------------------------------------
+
+# Texts a page element shows, from the first paint on: installed before any script of the page runs.
+RECORD_TEXTS = """([selector, key]) => {
+    window[key] = [];
+    const start = () => {
+        const element = document.querySelector(selector);
+        if (!element) return;
+        window[key].push(element.textContent);
+        new MutationObserver(() => window[key].push(element.textContent))
+            .observe(element, { childList: true, characterData: true, subtree: true });
+    };
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+    else start();
+}"""
+CANVAS_STILL = """async () => {
+    const canvas = document.getElementById("standin");
+    const before = canvas.toDataURL();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    return canvas.toDataURL() === before;
+}"""
+AT_BOTTOM = "(list) => list.scrollHeight - list.scrollTop - list.clientHeight < 2"
+
+
+def make_video(site: dict, status: str = "live") -> dict:
+    """A video owned by admin in the shared test database, live or already ended."""
+    code = f"""
+import json, uuid
+from django.contrib.auth.models import User
+from django.utils import timezone
+from likes.models import LiveVideo
+slug = "test-" + uuid.uuid4().hex[:8]
+ended = {status == "ended"!r}
+video = LiveVideo.objects.create(
+    title="Browser test " + slug, slug=slug, owner=User.objects.get(username="admin"),
+    status="ended" if ended else "live", ended_at=timezone.now() if ended else None,
+)
+print(json.dumps({{"id": video.pk, "slug": slug, "title": video.title}}))
+"""
+    return json.loads(run_django(base_env(site["tmp"]), code))
+
+
+def end_video(site: dict, video: dict) -> None:
+    run_django(
+        base_env(site["tmp"]),
+        f"from likes import services\nfrom likes.models import LiveVideo\n"
+        f"services.end_videos(LiveVideo.objects.filter(pk={video['id']}))",
+    )
+
+
+def comment_as(base_url: str, token: str, video: dict, text: str) -> None:
+    response = httpx.post(
+        f"{base_url}/api/videos/{video['id']}/comments",
+        json={"text": text},
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+
+
+def viewer_count_of(base_url: str, video: dict) -> int | None:
+    return httpx.get(f"{base_url}/api/videos/{video['id']}", timeout=10).json()["viewer_count"]
+
+
+def test_an_arriving_viewer_is_in_the_viewer_count_from_the_first_paint(browser, start_worker, site, video):
+    # A census far slower than the page: what each page shows before the census counts it is the page's own.
+    census_secs = 3
+    worker = start_worker(**{**FAST_PRESENCE, "REALTIME_CENSUS_SECS": str(census_secs)})
+    context_a, context_b = browser.new_context(), browser.new_context()
+    try:
+        page_a = sign_in(context_a, worker.url, "alice")
+        page_a.add_init_script(f"({RECORD_TEXTS})(['#viewer-count', '__viewers'])")
+        open_watch(page_a, worker.url, video)
+        # Alone, and not counted by the census yet: one viewer, never 0 and never unknown.
+        expect(page_a.get_by_label("Viewer count")).to_have_text("1 watching")
+        deadline = time.monotonic() + 3 * census_secs
+        while viewer_count_of(worker.url, video) != 1:  # the census has counted alice
+            assert time.monotonic() < deadline, "the census never counted the first viewer"
+            time.sleep(0.1)
+
+        page_b = sign_in(context_b, worker.url, "bob")
+        page_b.add_init_script(f"({RECORD_TEXTS})(['#viewer-count', '__viewers'])")
+        open_watch(page_b, worker.url, video)
+        expect(page_a.get_by_label("Viewer count")).to_have_text("2 watching", timeout=3 * census_secs * 1000)
+        page_b.wait_for_timeout((census_secs + 1.5) * 1000)  # past the page's own estimate: the census's count
+        expect(page_b.get_by_label("Viewer count")).to_have_text("2 watching")
+        # From its first paint bob's page counted bob: it never showed a count without him.
+        assert set(page_b.evaluate("window.__viewers")) == {"2"}, page_b.evaluate("window.__viewers")
+
+        page_b.close()
+        expect(page_a.get_by_label("Viewer count")).to_have_text("1 watching", timeout=3 * census_secs * 1000)
+        assert set(page_a.evaluate("window.__viewers")) == {"1", "2"}, page_a.evaluate("window.__viewers")
+    finally:
+        context_a.close()
+        context_b.close()
+
+
+def test_comments_read_like_a_live_chat(browser, start_worker, video, tokens):
+    worker = start_worker(**FAST_PRESENCE)
+    for n in range(1, 26):
+        comment_as(worker.url, tokens["bob"], video, f"comment {n}")
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, video)
+        comments = page.get_by_role("list", name="Comments")
+        expect(comments.get_by_role("listitem")).to_have_count(25)
+        # Oldest at the top, newest at the bottom, and the list opens at the newest.
+        texts = page.locator("#comments li .text").all_inner_texts()
+        assert texts == [f"comment {n}" for n in range(1, 26)]
+        page.wait_for_function(f"({AT_BOTTOM})(document.getElementById('comments'))")
+        # Each comment reads "author, time: text" (a screen reader no longer hears "bobcomment 1"), with the
+        # time as a machine-readable <time>.
+        first = comments.get_by_role("listitem").first
+        assert re.fullmatch(r"bob, \d{1,2}:\d{2}( [AP]M)?: comment 1", first.text_content()), first.text_content()
+        assert first.locator("time").get_attribute("datetime").startswith("20")
+
+        # At the bottom, a new comment keeps the list at the bottom.
+        comment_as(worker.url, tokens["bob"], video, "comment 26")
+        expect(comments.get_by_role("listitem").last).to_contain_text("comment 26", timeout=10_000)
+        page.wait_for_function(f"({AT_BOTTOM})(document.getElementById('comments'))")
+        expect(page.get_by_role("button", name="New comment")).to_be_hidden()
+
+        # Scrolled up to read: the list stays put, and a button says what arrived.
+        comments.evaluate("(list) => { list.scrollTop = 0; }")
+        comment_as(worker.url, tokens["bob"], video, "comment 27")
+        jump = page.get_by_role("button", name="1 new comment")
+        expect(jump).to_be_visible(timeout=10_000)
+        assert comments.evaluate("(list) => list.scrollTop") == 0
+        jump.click()
+        page.wait_for_function(f"({AT_BOTTOM})(document.getElementById('comments'))")
+        expect(jump).to_be_hidden()
+
+        # One's own comment always brings the list to the bottom, where it shows.
+        comments.evaluate("(list) => { list.scrollTop = 0; }")
+        page.get_by_role("textbox", name="Comment").fill("mine, at the bottom")
+        page.get_by_role("button", name="Send").click()
+        expect(comments.get_by_role("listitem").last).to_contain_text("mine, at the bottom", timeout=10_000)
+        page.wait_for_function(f"({AT_BOTTOM})(document.getElementById('comments'))")
+        expect(page.get_by_role("textbox", name="Comment")).to_have_value("")
+    finally:
+        context.close()
+
+
+def test_failures_are_said_in_the_servers_words(browser, start_worker, site, video):
+    worker = start_worker(**{**FAST_PRESENCE, "REALTIME_RATE_LIMITS": "like=1/m,comment=0,connect=0,subscribe=0"})
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, video)
+        like, send = page.get_by_role("button", name="Like"), page.get_by_role("button", name="Send")
+        like_error = page.locator("#like-error")
+        comment_box = page.get_by_role("textbox", name="Comment")
+
+        # A validation error: the field's message, not "Invalid input: see 'errors'."
+        comment_box.evaluate("(input) => input.removeAttribute('maxlength')")
+        comment_box.fill("x" * 1001)
+        send.click()
+        expect(page.locator("#comment-error")).to_have_text("Ensure this field has no more than 1000 characters.")
+        expect(comment_box).to_have_value("x" * 1001)  # kept, to be shortened
+
+        # A rate limit: the server's detail, capitalised as a sentence.
+        like.click()
+        expect(page.get_by_label("Like count")).to_have_text("1", timeout=10_000)
+        like.click()
+        expect(like_error).to_have_text(re.compile(r"^Too many requests \(like: at most 1 per 60 s\); retry in \d+ s"))
+
+        # No answer at all: says so, instead of "Failed to fetch".
+        page.route("**/api/videos/*/comments", lambda route: route.abort("internetdisconnected"))
+        comment_box.fill("into the void")
+        send.click()
+        expect(page.locator("#comment-error")).to_have_text(
+            "Could not reach livesite: check your connection, then try again."
+        )
+        page.unroute("**/api/videos/*/comments")
+
+        # The video ends while the page is open: the refusal says so and the page turns into an ended one.
+        end_video(site, video)
+        comment_box.fill("too late")
+        send.click()
+        expect(page.locator("#comment-error")).to_have_text("This video has ended: it takes no more likes or comments.")
+        expect(page.locator("#badge")).to_have_text("ENDED")
+        expect(page.get_by_text("Comments are closed: this live video has ended.")).to_be_visible()
+        expect(comment_box).to_be_hidden()
+        expect(like).to_be_disabled()
+        expect(page.get_by_role("status", name="Connection")).to_be_hidden()
+        assert page.evaluate(CANVAS_STILL)
+    finally:
+        context.close()
+
+
+def test_actions_pause_while_reconnecting_and_resume_after(browser, start_worker, video):
+    worker = start_worker(**FAST_PRESENCE)
+    again = None
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, video)
+        like, send = page.get_by_role("button", name="Like"), page.get_by_role("button", name="Send")
+        expect(like).to_be_enabled()
+        expect(send).to_be_enabled()
+        page.get_by_role("textbox", name="Comment").fill("typed while offline")
+
+        worker.kill()
+        expect(page.get_by_role("status", name="Connection")).to_have_text("reconnecting…", timeout=10_000)
+        expect(like).to_be_disabled()
+        expect(send).to_be_disabled()
+        expect(page.locator("#action-hint")).to_contain_text("Reconnecting")
+        # What the viewer was typing stays, and can still be edited.
+        expect(page.get_by_role("textbox", name="Comment")).to_be_editable()
+        expect(page.get_by_role("textbox", name="Comment")).to_have_value("typed while offline")
+
+        again = Worker(worker.env, name="worker-again")
+        again.port = worker.port
+        again.start()
+        expect(page.get_by_role("status", name="Connection")).to_have_text("live", timeout=20_000)
+        expect(like).to_be_enabled()
+        expect(send).to_be_enabled()
+        expect(page.locator("#action-hint")).to_have_text("")
+        send.click()
+        expect(page.get_by_role("list", name="Comments")).to_contain_text("typed while offline", timeout=10_000)
+    finally:
+        context.close()
+        if again is not None:
+            again.stop()
+
+
+def test_an_ended_video_stands_still_and_says_why(browser, start_worker, site):
+    worker = start_worker(**FAST_PRESENCE)
+    ended = make_video(site, status="ended")
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        page.goto(f"{worker.url}/videos/{ended['slug']}/")
+        expect(page.locator("#badge")).to_have_text("ENDED")
+        expect(page.get_by_text("This live video has ended", exact=True)).to_be_visible()
+        # No green "live" chip, no viewer count, no Like button, and the comment box gives its reason.
+        expect(page.get_by_role("status", name="Connection")).to_be_hidden()
+        expect(page.get_by_label("Viewer count")).to_be_hidden()
+        expect(page.get_by_role("button", name="Like")).to_have_count(0)
+        expect(page.get_by_role("textbox", name="Comment")).to_be_hidden()
+        expect(page.get_by_text("Comments are closed: this live video has ended.")).to_be_visible()
+        expect(page.locator("#action-hint")).to_have_text(
+            "This live video has ended: it takes no more likes or comments."
+        )
+        assert page.evaluate(CANVAS_STILL)
+    finally:
+        context.close()
+
+
+HEARTS_ADDED = """() => {
+    window.__hearts = 0;
+    new MutationObserver((changes) => { for (const c of changes) window.__hearts += c.addedNodes.length; })
+        .observe(document.getElementById("hearts"), { childList: true });
+}"""
+
+
+@pytest.mark.parametrize("reduced", [True, False], ids=["reduced-motion", "motion"])
+def test_reduced_motion_stops_the_hearts_and_the_animation(browser, start_worker, video, reduced):
+    worker = start_worker(**FAST_PRESENCE)
+    context = browser.new_context(reduced_motion="reduce" if reduced else "no-preference")
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, video)
+        page.evaluate(HEARTS_ADDED)
+        for n in range(1, 4):
+            page.get_by_role("button", name="Like").click()
+            expect(page.get_by_label("Like count")).to_have_text(str(n), timeout=10_000)
+        page.wait_for_timeout(500)  # the last like's event (coalesced) has floated its hearts, if any
+        if reduced:
+            assert page.evaluate("window.__hearts") == 0
+            assert page.evaluate(CANVAS_STILL)
+        else:  # the control: the same page moves when motion is welcome
+            assert page.evaluate("window.__hearts") > 0
+            assert not page.evaluate(CANVAS_STILL)
+    finally:
+        context.close()
+
+
+def test_the_members_panel_says_what_it_shows_and_lists_online_members_first(browser, start_worker, video):
+    worker = start_worker(**FAST_PRESENCE)
+    context_a, context_b = browser.new_context(), browser.new_context()
+    try:
+        page_b = sign_in(context_b, worker.url, "bob")
+        open_watch(page_b, worker.url, video)
+        # Presence is site-wide (the server cannot say who watches this video): the panel says so.
+        members = page_b.get_by_role("list", name="Online anywhere on livesite, not only this video's viewers")
+        expect(members.get_by_label("bob, online (you)")).to_be_visible(timeout=10_000)
+        # (Other tests may have added members to the shared database: only alice's and bob's places are checked.)
+        expect(members.get_by_role("listitem").first).to_have_accessible_name("bob, online (you)")
+        expect(members.get_by_label("alice, offline")).to_be_visible(timeout=10_000)
+
+        page_a = sign_in(context_a, worker.url, "alice")
+        open_watch(page_a, worker.url, video)
+        expect(members.get_by_label("alice, online")).to_be_visible(timeout=10_000)
+        # Both online: the server's order (by username) among the online ones.
+        expect(members.get_by_role("listitem").first).to_have_accessible_name("alice, online")
+        expect(members.get_by_role("listitem").nth(1)).to_have_accessible_name("bob, online (you)")
+    finally:
+        context_a.close()
+        context_b.close()
+
+
+def test_counts_and_comments_read_as_words_and_numbers_to_a_screen_reader(browser, start_worker, video):
+    worker = start_worker(**FAST_PRESENCE)
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, video)
+        page.get_by_role("button", name="Like").click()
+        page.get_by_role("textbox", name="Comment").fill("hello there")
+        page.get_by_role("button", name="Send").click()
+        # What the accessibility tree holds: each count named once and read with its number (an aria-label
+        # on a span used to replace the number), and a comment as "author, time: text".
+        expect(page.locator(".count")).to_match_aria_snapshot('- paragraph:\n  - status "Like count": "1"')
+        expect(page.locator(".overlay")).to_match_aria_snapshot(
+            '- text: LIVE\n- status "Viewer count": 1 watching\n- status "Connection": live'
+        )
+        expect(page.get_by_role("list", name="Comments")).to_match_aria_snapshot(
+            '- list "Comments":\n  - listitem:\n    - text: alice ,\n    - time: /\\d{1,2}:\\d{2}.*/\n'
+            '    - text: ": hello there"',
+            timeout=10_000,
+        )
+    finally:
+        context.close()
