@@ -8,7 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import APIException, Throttled
+from rest_framework.exceptions import APIException, ErrorDetail, Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -61,6 +61,12 @@ class RateLimited(Throttled):
     """429 with Retry-After (DRF sets it from `wait`), in the code the real-time endpoints use too."""
 
     default_code = "rate_limited"
+
+    def __init__(self, wait: float | None = None, detail: str | None = None) -> None:
+        super().__init__(wait=wait, detail=detail)
+        if detail is not None:
+            # Ours already says when to retry; DRF would append its own sentence saying it again.
+            self.detail = ErrorDetail(detail, code=self.default_code)
 
 
 def check_rate(scope: str, who: str) -> None:

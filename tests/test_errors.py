@@ -30,3 +30,12 @@ def test_a_crash_is_a_json_500_on_api_paths_only(path: str, json: bool) -> None:
         assert b"server_error" in response.content
     else:
         assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_rate_limit_says_when_to_retry_once() -> None:
+    from livesite.errors import RateLimited
+
+    refused = RateLimited(wait=15, detail="too many requests (like: at most 1 per 60 s); retry in 15 s")
+    assert str(refused.detail) == "too many requests (like: at most 1 per 60 s); retry in 15 s"
+    assert refused.detail.code == "rate_limited"
+    assert refused.wait == 15  # DRF's Retry-After
