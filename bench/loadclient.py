@@ -10,8 +10,9 @@ and from `published_at`. A broadcast sends every stream the same bytes, so a chu
 Frames of config["watch_types"] are kept as they are (each event once with every stream's receive time, and per
 stream the order received). Protocol: ("ready", pid); ("connect",) -> ("connected", {...}); then ("expect", n) ->
 ("ok",) (a new measurement of seq 0..n-1), ("status",), ("result",), ("trim", {port: keep}) -> ("trimmed", open)
-(all but the first `keep` streams to each port closed on purpose), ("stop",) -> ("result", {...}) and exit. It
-also exits at config["deadline"] (wall clock) and when the parent dies (PR_SET_PDEATHSIG).
+(all but the first `keep` streams to each port closed on purpose), ("stop",) -> ("result", {...}) and exit; with
+config["client_class"] (a Client subclass), also (name, *args) -> (name, client.on_<name>(*args)). It also exits
+at config["deadline"] (wall clock) and when the parent dies (PR_SET_PDEATHSIG).
 """
 
 import asyncio
@@ -174,6 +175,8 @@ class Stream(asyncio.Protocol):
 class Client:
     """Every stream of one process, and what they received."""
 
+    stream_class: type[Stream] = Stream  # a subclass may read more of each stream (bench/storm.py)
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.ready_on_first_bytes = config.get("ready_on", "connected") == "first-bytes"
@@ -214,7 +217,7 @@ class Client:
                 sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((source, 0))
                 await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
-                stream = Stream(self, loop.create_future(), port, request)
+                stream = self.stream_class(self, loop.create_future(), port, request)
                 transport, _ = await loop.create_connection(lambda: stream, sock=sock)
                 connected_at = await asyncio.wait_for(stream.ready, timeout)
             except (OSError, TimeoutError, ConnectionError) as exc:
@@ -337,7 +340,7 @@ async def _serve(pipe: Any, config: dict[str, Any]) -> None:
             if command[0] == "stop":
                 return
 
-    client = Client(config)
+    client = config.get("client_class", Client)(config)  # a scenario's subclass (a class pickles by name)
     threading.Thread(target=read_commands, name="commands", daemon=True).start()
     try:
         # Started early (the workers' baseline memory is read with this process alive); connects when told.
@@ -359,6 +362,8 @@ async def _serve(pipe: Any, config: dict[str, Any]) -> None:
                 pipe.send((kind, getattr(client, kind)()))
             elif kind == "trim":
                 pipe.send(("trimmed", client.trim(command[1])))
+            elif (handler := getattr(client, f"on_{kind}", None)) is not None:
+                pipe.send((kind, handler(*command[1:])))  # a subclass's own commands
             elif kind == "stop":
                 if len(command) == 1:
                     pipe.send(("result", client.result()))
