@@ -1,44 +1,28 @@
 """Messaging's rate limits (messages, typing calls, new conversations): counted across workers, 429 past them.
 
-realtime.limits reads its rates from REALTIME RATE_LIMITS, whose scopes the core fixes; these scopes belong to
-this app, so their rates live in MESSAGING RATE_LIMITS (messaging.conf) and are counted here with the core's
-parts: the same fixed windows, one INCR + EXPIRE in Redis (in this process on the embedded default), and the
-same 429 JSON with Retry-After (livesite.errors.RateLimited). A Redis that does not answer lets the action
-through (logged): a limiter must not take messaging down with it.
+These scopes belong to this app, so their rates live in MESSAGING RATE_LIMITS (messaging.conf), and the core's
+limiter counts them (realtime.limits.hit with the scope's own rate): the same fixed windows, one INCR + EXPIRE
+in Redis (in this process on the embedded default), and the same 429 JSON with Retry-After
+(livesite.errors.RateLimited). A Redis that does not answer lets the action through (logged): a limiter must
+not take messaging down with it.
 """
 
 import logging
-import math
 
 from redis.exceptions import RedisError
 
 from livesite.errors import RateLimited
 from messaging import conf
-from realtime import limits, stores
+from realtime import limits
 
 logger = logging.getLogger(__name__)
-
-_memory = limits.MemoryCounters()
 
 
 def hit(scope: str, who: str, *, now: float | None = None) -> None:
     """Sync: count one action of `who` in messaging's `scope`; raises limits.Limited past its rate."""
     rate = conf.rate(scope)
-    if rate is None:
-        return
-    now = limits.clock() if now is None else now
-    index = int(now // rate.per_secs)
-    window = (f"messaging-{scope}", who, index)
-    if not stores.url():
-        count = _memory.incr(window)
-    else:
-        key = stores.key("limit", *window)
-        with stores.client().pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, max(1, math.ceil(rate.per_secs)) + 1)
-            count = int(pipe.execute()[0])
-    if count > rate.count:
-        raise limits.Limited(scope, rate, (index + 1) * rate.per_secs - now)
+    if rate is not None:
+        limits.hit(scope, who, now=now, rate=rate)  # its names differ from the core's scopes
 
 
 def check_rate(scope: str, member_id: int) -> None:
@@ -53,5 +37,4 @@ def check_rate(scope: str, member_id: int) -> None:
 
 def reset() -> None:
     """Forget the in-process counters (tests)."""
-    global _memory
-    _memory = limits.MemoryCounters()
+    limits._memory = limits.MemoryCounters()

@@ -103,8 +103,8 @@ class _Hit:
             raise Limited(self.scope, self.rate, self.ends - self.now)
 
 
-def _plan(scope: str, who: str, now: float | None) -> _Hit | None:
-    rate = rate_for(scope)
+def _plan(scope: str, who: str, now: float | None, rate: Rate | None) -> _Hit | None:
+    rate = rate_for(scope) if rate is None else rate
     if rate is None:
         return None
     now = clock() if now is None else now
@@ -112,9 +112,12 @@ def _plan(scope: str, who: str, now: float | None) -> _Hit | None:
     return _Hit(scope, rate, now, (scope, who, index), (index + 1) * rate.per_secs)
 
 
-def hit(scope: str, who: str, *, now: float | None = None) -> None:
-    """Sync: count one action of `who` in `scope`; raises Limited past the scope's rate. No-op when off."""
-    planned = _plan(scope, who, now)
+def hit(scope: str, who: str, *, now: float | None = None, rate: Rate | None = None) -> None:
+    """Sync: count one action of `who` in `scope`; raises Limited past the scope's rate. No-op when off.
+
+    `rate`: an app's own scope and rate (its settings, not REALTIME RATE_LIMITS); None: the configured one.
+    """
+    planned = _plan(scope, who, now, rate)
     if planned is None:
         return
     if not stores.url():
@@ -126,9 +129,9 @@ def hit(scope: str, who: str, *, now: float | None = None) -> None:
         planned.judge(int(pipe.execute()[0]))
 
 
-async def ahit(scope: str, who: str, *, now: float | None = None) -> None:
+async def ahit(scope: str, who: str, *, now: float | None = None, rate: Rate | None = None) -> None:
     """Async twin of hit: one pipelined round trip on the loop's Redis client; raises Limited."""
-    planned = _plan(scope, who, now)
+    planned = _plan(scope, who, now, rate)
     if planned is None:
         return
     if not stores.url():
