@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from realtime import caps, limits, tokens
+from tests.clocks import FakeClock, ManualScheduler
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +38,14 @@ def redis_url() -> Iterator[str]:
     server = RedisServer().start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def scheduler(clock: FakeClock) -> ManualScheduler:
+    """Scheduled calls run only when the test advances the fake clock past them (coalescing windows)."""
+    return ManualScheduler(clock)

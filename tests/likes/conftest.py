@@ -1,9 +1,7 @@
 """Fixtures for the likes tests: a publish recorder, a fake clock and scheduler, members and videos."""
 
-import heapq
-import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 from likes import coalesce, services
 from likes.group_commit import GroupCommit
 from realtime.publishing import build_event
-from tests.clocks import FakeClock
+from tests.clocks import FakeClock, ManualScheduler
 from tests.likes.factories import make_member, make_video
 
 WINDOW_SECS = 0.25
@@ -24,33 +22,6 @@ class Published:
     type: str
     data: Any
     at: float
-
-
-class ManualScheduler:
-    """A coalesce.Scheduler whose calls run only when the test advances the fake clock past them."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self._pending: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-
-    def __call__(self, delay_secs: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._pending, (self.clock.now + delay_secs, next(self._seq), fn))
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def advance(self, secs: float) -> None:
-        target = self.clock.now + secs
-        while self._pending and self._pending[0][0] <= target:
-            due, _, fn = heapq.heappop(self._pending)
-            self.clock.now = max(self.clock.now, due)
-            fn()
-        self.clock.now = target
-
-    def run_all(self) -> None:
-        while self._pending:
-            self.advance(self._pending[0][0] - self.clock.now)
 
 
 class Recorder(list):
@@ -70,16 +41,6 @@ class Recorder(list):
 
     def of_type(self, event_type: str) -> list[Published]:
         return [event for event in self if event.type == event_type]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def scheduler(clock: FakeClock) -> ManualScheduler:
-    return ManualScheduler(clock)
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from likes.coalesce import Coalescer, MemoryStore, RedisStore, lock_key, mark_key
-from tests.clocks import FakeClock
-from tests.likes.conftest import ManualScheduler
+from tests.clocks import FakeClock, ManualScheduler
 
 WINDOW = 0.25
 

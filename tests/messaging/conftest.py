@@ -8,8 +8,8 @@ from django.db import transaction
 
 from likes import coalesce
 from messaging import indicators, ratelimits, receipts, services, sweeper
-from tests.clocks import FakeClock
-from tests.likes.conftest import ManualScheduler, Published, Recorder
+from tests.clocks import FakeClock, ManualScheduler
+from tests.likes.conftest import Published, Recorder
 from tests.messaging.factories import make_conversation, make_member
 
 RECEIPT_WINDOW_SECS = 0.3
@@ -35,16 +35,6 @@ class MessagingRecorder(Recorder):
 
     def summary(self) -> list[tuple[str, str]]:
         return [(event.topic, event.type) for event in self]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def scheduler(clock: FakeClock) -> ManualScheduler:
-    return ManualScheduler(clock)
 
 
 @pytest.fixture
