@@ -65,6 +65,13 @@ async def wait_for_offset(recorder: Recorder, topic: str, offset: int) -> None:
             await recorder.arrived.wait()
 
 
+async def received(worker: Worker, count: int) -> None:
+    """Until the worker has taken `count` events off its channel (into its outbox and streams)."""
+    async with asyncio.timeout(2):
+        while worker.stats["received_events"] < count:
+            await asyncio.sleep(0)
+
+
 def connect(worker: Worker) -> tuple[Connection, Recorder]:
     recorder = Recorder()
     return Connection(worker.new_connection_id(), None, QueuedWriter(recorder, max_pending=1000)), recorder
@@ -78,10 +85,10 @@ async def test_events_published_while_a_stream_resumes_reach_it_exactly_once(wor
     async def read_in_the_window(since: dict[str, Position]) -> dict[str, history.Replay]:
         # After the worker joined the topic, before and after the history is read: both paths see these.
         await publish(worker, "r.a", 2)
-        await asyncio.sleep(0.01)
+        await received(worker, 2)
         replays = await real_read(since)
         await publish(worker, "r.a", 1)
-        await asyncio.sleep(0.01)
+        await received(worker, 3)
         return replays
 
     monkeypatch.setattr(worker.dispatcher, "aread_history", read_in_the_window)
