@@ -3,7 +3,6 @@
 Token clients and browsers (session + CSRF) reach the same code; every refusal is the one JSON shape.
 """
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -41,13 +40,6 @@ def publisher() -> User:
 @pytest.fixture
 def token(publisher: User) -> str:
     return Token.objects.create(user=publisher).key
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-        yield http
 
 
 def _session_cookie(user: User) -> str:

@@ -9,7 +9,6 @@ from django.contrib.auth.models import User
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
-from livesite.asgi import application
 from realtime import metrics
 from realtime.metrics import Histogram
 
@@ -59,12 +58,6 @@ def test_totals_and_the_busiest_topics_span_the_cluster() -> None:
         {"topic": "b", "streams": 8, "workers": ["w1", "w2"]},
         {"topic": "a", "streams": 5, "workers": ["w1"]},
     ]
-
-
-@pytest.fixture
-async def client() -> Any:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://127.0.0.1") as http:
-        yield http
 
 
 @pytest.mark.django_db(transaction=True)

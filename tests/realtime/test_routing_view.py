@@ -23,7 +23,8 @@ class _Writer:
         return None
 
 
-def test_the_routing_view_is_for_staff(client: Client) -> None:
+def test_the_routing_view_is_for_staff() -> None:
+    client = Client()  # Django's test client (`client` here is the ASGI one of tests/realtime/conftest.py)
     response = client.get("/admin/realtime/routing/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]

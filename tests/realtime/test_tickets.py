@@ -8,16 +8,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from livesite.asgi import application
 from realtime.tickets import TICKET_SECS, MemoryTickets, RedisTickets
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def client() -> Any:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://127.0.0.1") as http:
-        yield http
 
 
 @pytest.fixture(params=["memory", "redis"])
