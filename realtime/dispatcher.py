@@ -232,10 +232,7 @@ class Dispatcher:
         if not events:
             return
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            # A new event loop (tests, management commands): state of a dead loop is meaningless here.
-            self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
+        loop = self._bound_loop()
         waiting = []
         for topic, outgoing in events:
             done: asyncio.Future[None] = loop.create_future()
@@ -250,6 +247,14 @@ class Dispatcher:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    def _bound_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, this dispatcher's from now on; rounds and reads of a previous loop are dropped."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new event loop (tests, management commands): state of a dead loop is meaningless here.
+            self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
+        return loop
 
     async def _flush(self) -> None:
         while self._pending:
@@ -381,9 +386,7 @@ class Dispatcher:
         of clients resume the same broadcast topic from the same last event within a second.
         Raises RedisError/OSError when the store cannot be read.
         """
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
+        loop = self._bound_loop()
         shared: dict[str, asyncio.Future[history.Replay]] = {}
         mine: dict[str, asyncio.Future[history.Replay]] = {}
         for topic, position in since.items():
