@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from livesite import devredis
+from livesite import devredis, redisconf
 
 MAX_RESTARTS_PER_MINUTE = 10
 
@@ -46,7 +46,13 @@ def main() -> None:
     url = os.environ.get("REDIS_URL")
     if not url:
         raise SystemExit("REDIS_URL must be set: several workers share events through Redis")
-    redis_process = _ensure_redis(url)
+    try:
+        shards = redisconf.parse(url)
+    except redisconf.InvalidRedisUrl as exc:
+        raise SystemExit(str(exc)) from None
+    # A development convenience: plain servers that do not answer are started here; Sentinel-managed ones
+    # are the operator's.
+    redis_processes = [_ensure_redis(shard.url) for shard in shards if not shard.master]
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,8 +91,9 @@ def main() -> None:
             process.terminate()
         for process in workers:
             process.wait(timeout=10)
-        if redis_process is not None:
-            redis_process.stop()
+        for redis_process in redis_processes:
+            if redis_process is not None:
+                redis_process.stop()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from livesite import redisconf
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -204,6 +206,10 @@ if not _env_bool("STATIC_HASHED", False):
 # else in this one process (the embedded default). Every key starts with REDIS_KEY_PREFIX, so two deployments can
 # share a Redis (realtime/stores.py).
 REDIS_URL = os.environ.get("REDIS_URL", "")
+try:
+    redisconf.parse(REDIS_URL)
+except redisconf.InvalidRedisUrl as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "livesite")
 
 
@@ -227,20 +233,23 @@ REALTIME_LEASE_SECS = _env_float("REALTIME_LEASE_SECS", 60)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "realtime.layers.ShardedRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 raises instead of waiting past its pool size (FIELD-NOTES): size it deliberately.
+                # One entry per shard (livesite/redisconf.py: several servers, or primaries via Sentinel).
                 "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000),
+                    redisconf.layer_host(
+                        shard,
+                        max_connections=_env_int("REDIS_MAX_CONNECTIONS", 1000),
                         # channels-redis blocks 5 s on Redis for a message; redis-py's 5 s socket timeout
                         # would fire just as Redis answers "none yet", breaking the receive loop.
-                        "socket_timeout": 15,
+                        socket_timeout=15,
+                        socket_connect_timeout=2,
                         # After a Redis restart every pooled connection is dead; without a retry, each one
                         # failed one request (a subscription answered 503 with Redis back for seconds).
                         **REDIS_RETRY,
-                    }
+                    )
+                    for shard in redisconf.parse(REDIS_URL)
                 ],
                 # The core layer's defaults (100 messages, day-long groups) silently drop and leak: the
                 # worker channel carries every event for the process, and groups are leases.

@@ -6,6 +6,7 @@ comparison with the last announced total happen in one atomic step, so when a to
 worker learns it and publishes `census.changed` on `census.<topic>`.
 """
 
+import asyncio
 import math
 import re
 import time
@@ -112,18 +113,32 @@ class RedisCensus:
         topics = list(counts)
         if not topics:
             return {}
-        redis = stores.aclient(self.url)
-        if self._script is None:
-            self._script = redis.register_script(_REPORT_LUA)
-        keys = [f"{self.prefix}:{t}" for t in topics] + [f"{self.prefix}-last:{t}" for t in topics]
         ttl = max(1, math.ceil(now - stale_before) + 1)
-        args: list[Any] = [worker, repr(now), repr(stale_before), ttl, *(counts[t] for t in topics)]
-        flat = await self._script(keys=keys, args=args, client=redis)
-        return {topics[int(flat[i]) - 1]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        # A topic's two keys live on the shard of its hash key: one script call per shard, run together.
+        grouped = stores.by_server([self._key(topic) for topic in topics], self.url).items()
+
+        async def report(server: str, indexes: list[int]) -> dict[str, int]:
+            redis = stores.aclient(server)
+            if self._script is None:
+                self._script = redis.register_script(_REPORT_LUA)
+            mine = [topics[i] for i in indexes]
+            keys = [self._key(t) for t in mine] + [f"{self.prefix}-last:{t}" for t in mine]
+            args: list[Any] = [worker, repr(now), repr(stale_before), ttl, *(counts[t] for t in mine)]
+            flat = await self._script(keys=keys, args=args, client=redis)
+            return {mine[int(flat[i]) - 1]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+        changed: dict[str, int] = {}
+        for found in await asyncio.gather(*(report(server, indexes) for server, indexes in grouped)):
+            changed.update(found)
+        return changed
+
+    def _key(self, topic: str) -> str:
+        return f"{self.prefix}:{topic}"
 
     async def atotal(self, topic: str, stale_before: float) -> int:
         total = 0
-        for value in (await stores.aclient(self.url).hgetall(f"{self.prefix}:{topic}")).values():
+        key = self._key(topic)
+        for value in (await stores.aclient(stores.server_for(key, self.url)).hgetall(key)).values():
             count, _, at = (value.decode() if isinstance(value, bytes) else value).partition(":")
             if float(at) >= stale_before:
                 total += int(count)

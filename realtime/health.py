@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from channels.db import database_sync_to_async
 from django.db import connection
 
+from livesite import redisconf
 from realtime import stores
 from realtime.http import Receive, Request, Send, asend_json, check_method, endpoint
 from realtime.worker import aget_worker
@@ -67,10 +68,17 @@ _adatabase = database_sync_to_async(_select_one)
 
 
 async def _aredis() -> str:
-    if not stores.url():
+    servers = stores.servers()
+    if not servers:
         return "ok"  # The embedded default has no Redis.
-    await stores.aclient().ping()
-    return "ok"
+    # Every shard: a request may need any of them.
+    replies = await asyncio.gather(*(stores.aclient(server).ping() for server in servers), return_exceptions=True)
+    failed = [
+        f"{redisconf.parse(server)[0]}: {type(reply).__name__}"
+        for server, reply in zip(servers, replies, strict=True)
+        if isinstance(reply, BaseException)
+    ]
+    return f"failed: {'; '.join(failed)}"[:200] if failed else "ok"
 
 
 async def _aworker() -> str:

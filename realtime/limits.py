@@ -1,7 +1,8 @@
 """Rate limits enforced across workers: how often one client may do one thing, answered 429 past that.
 
 One counter per (scope, who, time window), in Redis when REDIS_URL is set (so the limit holds across every
-worker: one INCR and one EXPIRE, pipelined) or in this process on the embedded default. A fixed window is
+worker: one INCR and one EXPIRE, pipelined, on the shard of the counter's key) or in this process on the
+embedded default. A fixed window is
 enough here: the goal is to stop floods (a password guesser, a member hammering like, a script opening
 streams), not to shape traffic; a client may burst to twice the rate across a window boundary, never more.
 
@@ -123,7 +124,7 @@ def hit(scope: str, who: str, *, now: float | None = None, rate: Rate | None = N
     if not stores.url():
         planned.judge(_memory.incr(planned.window))
         return
-    with stores.client().pipeline(transaction=False) as pipe:
+    with stores.client(stores.server_for(planned.key)).pipeline(transaction=False) as pipe:
         pipe.incr(planned.key)
         pipe.expire(planned.key, planned.ttl_secs)
         planned.judge(int(pipe.execute()[0]))
@@ -137,7 +138,7 @@ async def ahit(scope: str, who: str, *, now: float | None = None, rate: Rate | N
     if not stores.url():
         planned.judge(_memory.incr(planned.window))
         return
-    async with stores.aclient().pipeline(transaction=False) as pipe:
+    async with stores.aclient(stores.server_for(planned.key)).pipeline(transaction=False) as pipe:
         pipe.incr(planned.key)
         pipe.expire(planned.key, planned.ttl_secs)
         planned.judge(int((await pipe.execute())[0]))

@@ -234,14 +234,29 @@ class RedisSeen:
         self.url = url
 
     async def afirst_time(self, ids: list[str], now: float) -> list[bool]:
-        async with stores.aclient(self.url).pipeline(transaction=False) as pipe:
-            for event_id in ids:
-                pipe.set(stores.key("peer-seen", event_id), b"1", nx=True, ex=int(SEEN_IDS_TTL_SECS))
-            return [bool(result) for result in await pipe.execute()]
+        # One pipeline per shard, run together: each id's key lives on the shard its key hashes to.
+        keys = [stores.key("peer-seen", event_id) for event_id in ids]
+
+        async def mark(server: str, indexes: list[int]) -> list[Any]:
+            async with stores.aclient(server).pipeline(transaction=False) as pipe:
+                for index in indexes:
+                    pipe.set(keys[index], b"1", nx=True, ex=int(SEEN_IDS_TTL_SECS))
+                return list(await pipe.execute())
+
+        groups = list(stores.by_server(keys, self.url).items())
+        results = await asyncio.gather(*(mark(server, indexes) for server, indexes in groups))
+        first = [False] * len(ids)
+        for (_, indexes), replies in zip(groups, results, strict=True):
+            for index, reply in zip(indexes, replies, strict=True):
+                first[index] = bool(reply)
+        return first
 
     async def aforget(self, ids: list[str]) -> None:
-        if ids:
-            await stores.aclient(self.url).delete(*(stores.key("peer-seen", event_id) for event_id in ids))
+        keys = [stores.key("peer-seen", event_id) for event_id in ids]
+        grouped = stores.by_server(keys, self.url).items()
+        await asyncio.gather(
+            *(stores.aclient(server).delete(*(keys[i] for i in indexes)) for server, indexes in grouped)
+        )
 
 
 _PEER_ID_RE = re.compile(r"[0-9]+-[A-Za-z0-9_.-]{1,100}")

@@ -46,11 +46,13 @@ class RedisTickets:
 
     async def aissue(self, scheme: str, secret: str, *, now: float | None = None) -> str:
         ticket = secrets.token_urlsafe(32)
-        await stores.aclient(self.url).set(stores.key("ticket", ticket), f"{scheme} {secret}", ex=TICKET_SECS)
+        key = stores.key("ticket", ticket)
+        await stores.aclient(stores.server_for(key, self.url)).set(key, f"{scheme} {secret}", ex=TICKET_SECS)
         return ticket
 
     async def atake(self, ticket: str, *, now: float | None = None) -> tuple[str, str] | None:
-        found = await stores.aclient(self.url).getdel(stores.key("ticket", ticket))
+        key = stores.key("ticket", ticket)
+        found = await stores.aclient(stores.server_for(key, self.url)).getdel(key)
         if found is None:
             return None
         text = found.decode() if isinstance(found, bytes) else str(found)
