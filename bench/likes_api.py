@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.likes_api --db sqlite --workers 2
     .venv/bin/python -m bench.likes_api --db postgres --workers 2
+    .venv/bin/python -m bench.likes_api --db postgres --phase e2e --videos 100 --hot-share 0.5 --viewers 10000 \
+        --e2e-rate 2000 --e2e-likes 30000 --e2e-connections 64 [--site-diff /path/to/routing.diff]
 
 Its own redis-server and W workers on a temp SQLite file (`--db sqlite`) or a fresh, uniquely named PostgreSQL
 database on 127.0.0.1:5432 (`--db postgres`; dropped at the end), with --members members (DRF tokens) and videos.
@@ -15,17 +17,25 @@ each viewer, `published_at` -> receipt, events per viewer, and per viewer that t
 total, that the `covered` add up to it, that counts only rise, nothing lost or duplicated. At the end, the
 database must hold as many Like rows as were accepted per video, and like_count (DB and API) must equal them.
 CPU of every process, PostgreSQL's as a whole (other users' databases included), per phase.
+
+Live-video shape (`--hot-share F`): in phase 2 a share F of the likes goes to the watched (hot) video and the rest
+round-robin over the --videos videos of phase 1, all at --e2e-rate; the viewers' checks concern the hot video, the
+stored-rows check every video. `--site-diff FILE` runs the site (the working tree, or --rev) with a unified diff
+applied to a copy of it: how a change proposed for files another engineer owns is measured before it lands.
 """
 
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
 import os
 import secrets
+import shutil
 import sqlite3
+import subprocess
 import sys
 from array import array
 from collections import Counter
@@ -71,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--e2e-rate", type=float, default=50.0, help="likes POSTed per second (default 50)")
     group.add_argument("--e2e-likes", type=int, default=500, help="likes POSTed (default 500)")
     group.add_argument("--e2e-connections", type=int, default=8, help="keep-alive connections of the liker")
+    group.add_argument("--hot-share", type=float, default=1.0, help="share of phase 2's likes on the hot video")
+    parser.add_argument("--site-diff", type=Path, default=None, help="apply this unified diff to a copy of the site")
     parser.add_argument("--profile", type=int, default=0, help="py-spy w0 for this many seconds of phase 1")
     parser.add_argument("--coalesce-ms", type=int, default=0, help="LIKES_COALESCE_MS (default: the site's, 250)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between phases")
@@ -80,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     positive = (args.workers, args.members, args.videos, args.concurrency, args.likes, args.seconds)
     if min(positive) <= 0 or min(args.viewers, args.e2e_likes, args.e2e_connections) <= 0 or args.e2e_rate <= 0:
         parser.error("counts, rates and durations must be positive")
+    if not 0 < args.hot_share <= 1:
+        parser.error("--hot-share is a share of the likes: within (0, 1]")
     args.name = args.name or f"likes-{args.db}-w{args.workers}"
     return args
 
@@ -107,6 +121,33 @@ class Likes(h.Harness):
         super().__init__(args, prefix="bench-likes-")
         self.pg_db, self.pg_admin, self.postmaster = "", None, 0  # pg_admin: psycopg, `postgres` db, autocommit
         self.accepted: Counter[int] = Counter()  # video id -> likes accepted (201), for the final check
+        self.patched: Path | None = None
+
+    def site_root(self) -> Path:
+        """The site as the harness gives it, or with --site-diff a copy of it with the diff applied."""
+        root = super().site_root()
+        if self.args.site_diff is None:
+            return root
+        if self.patched is None:
+            self.patched = self.tmp / "patched"
+            listed = subprocess.run(
+                ["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
+                capture_output=True,
+                check=False,
+            )
+            names = [n for n in listed.stdout.decode().split("\0") if n] if listed.returncode == 0 else None
+            if names is None:  # an exported --rev: no repository, copy it whole
+                shutil.copytree(root, self.patched)
+            for name in names or []:
+                if (source := root / name).is_file():
+                    (self.patched / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, self.patched / name)
+            diff = self.args.site_diff.read_bytes()
+            subprocess.run(["git", "apply", "-p1", "-"], cwd=self.patched, input=diff, check=True)
+            self.code = {**self.code, "site_diff": str(self.args.site_diff)}
+            self.code["site_diff_sha256"] = hashlib.sha256(diff).hexdigest()[:12]
+            self.report["code"] = self.code
+        return self.patched
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         readings = super().snapshot()
@@ -142,7 +183,7 @@ class Likes(h.Harness):
             overrides["LIKES_COALESCE_MS"] = str(args.coalesce_ms)
         env = self.site_env(redis, **overrides)
         await self.prepare_site(env)
-        # Videos: phase 1's, then phase 2's own, then one for warming up.
+        # Videos: phase 1's (phase 2's spread too), then phase 2's own (hot), then one for warming up.
         seeded = await self.django(env, SEED_SCRIPT, str(args.members), str(args.videos + 2))
         self.members, self.videos = seeded["members"], seeded["videos"]
         self.start_workers(args.workers, env)
@@ -209,17 +250,29 @@ class Likes(h.Harness):
         held = result["connect"]["held"]
         print(f"liking video {video} {args.e2e_likes} times at {args.e2e_rate}/s, {held} viewers ...", file=sys.stderr)
         totals = [0] * args.e2e_likes
+        spread = self.videos[: args.videos] if args.hot_share < 1 else []
+        result["spread_videos"] = len(spread)
+        per_video: Counter[int] = Counter()
+
+        def target(seq: int) -> int:
+            # Deterministic: of every 1,000 likes the first hot_share x 1,000 go to the hot video.
+            return video if not spread or seq % 1000 < args.hot_share * 1000 else spread[seq % len(spread)]
 
         async def send(seq: int, connection: h.HttpConnection) -> int:
-            status, body = await self.like(connection, video)
-            totals[seq] = body["count"] if status == 201 else 0
+            liked = target(seq)
+            status, body = await self.like(connection, liked)
+            if status == 201:
+                per_video[liked] += 1
+            # Only the hot video's totals are matched with the viewers' events.
+            totals[seq] = body["count"] if status == 201 and liked == video else 0
             return status
 
         before = self.snapshot()
         connections = self.connections(args.e2e_connections)
         likes = await self.send_paced(args.e2e_likes, args.e2e_rate, connections, send, accept=201)
         result["likes"] = likes = likes | {"totals": totals, "errors": args.e2e_likes - likes["accepted"]}
-        self.accepted[video] += likes["accepted"]
+        likes["hot_accepted"] = per_video[video]
+        self.accepted.update(per_video)
         final_total = max(totals)
 
         def done(statuses: list[dict[str, Any]]) -> bool:
@@ -234,7 +287,7 @@ class Likes(h.Harness):
         result["worker_stats"] = await self.stats()
         raw = (await self.ask_all(("stop",), 60))[0]
         result["client"] = {k: raw[k] for k in ("max_rss_kb", "cpu_s", "comments", "other_frames", "resets", "lost")}
-        result["analysis"] = analyse(raw, likes, held, final_total)
+        result["analysis"] = analyse(raw, likes | {"accepted": per_video[video]}, held, final_total)
         return result
 
     async def verify(self) -> dict[str, Any]:
@@ -380,7 +433,9 @@ def render(report: dict[str, Any]) -> str:
             f"| viewers | {conn['held']:,} of {conn['requested']:,} streams on `video.{e['video']}.likes` "
             f"(errors: {conn['errors'] or 'none'}), connected in {conn['wall_s']:.2f} s |",
             f"| likes | {lk['accepted']} of {lk['sent']} accepted ({lk['statuses']}), {lk['rate_achieved'] or 0:.1f}/s "
-            f"(target {lk['rate_target']:g}); POST {h.pct(lk['post_latency_s'])} ms |",
+            f"sent (target {lk['rate_target']:g}), {h.num(lk['per_s'])}/s accepted over {lk['wall_s']:.1f} s; "
+            f"{lk.get('hot_accepted', lk['accepted'])} on the hot video, the rest over {e.get('spread_videos', 0)} "
+            f"videos; POST {h.pct(lk['post_latency_s'])} ms |",
             f"| `like.created` events | {a['events']} for {a['likes_accepted']} likes "
             f"({a['likes_accepted'] / max(1, a['events']):.1f} likes per event); per viewer "
             f"{a['events_per_viewer']['min']}-{a['events_per_viewer']['max']} |",

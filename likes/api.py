@@ -120,6 +120,10 @@ class VideoDetailView(APIView):
         return Response(VideoSerializer(video, context=context).data)
 
 
+# The like endpoint's OpenAPI description, and its answer to requests that reach Django. Under ASGI the path is
+# served by likes.endpoints.like, routed before Django (no request thread, likes written in async batches); this
+# view answers only what Django's own handlers bring (its test client, an entry point that does not route by path
+# first), with the same statuses and codes. A comment, not a docstring: drf-spectacular would publish a docstring.
 class LikeView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -138,6 +142,8 @@ class LikeView(APIView):
             count = services.like_video(video, member)
         except services.VideoNotLive:
             raise VideoEnded from None
+        except services.NoSuchVideo:
+            raise VideoNotFound from None  # deleted since get_video read it
         return Response(LikeResultSerializer({"count": count}).data, status=status.HTTP_201_CREATED)
 
 

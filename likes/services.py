@@ -9,16 +9,19 @@ Events, each published through realtime.publish after the transaction that store
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from likes import coalesce, conf, timers
+from likes.async_group_commit import AsyncGroupCommit
 from likes.group_commit import GroupCommit
 from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
 from likes.serializers import CommentSerializer
@@ -40,6 +43,10 @@ class VideoNotLive(Exception):
     """The video has ended: it takes no more likes or comments."""
 
 
+class NoSuchVideo(LookupError):
+    """No video has this id (a like found out while writing its batch)."""
+
+
 class InvalidComment(ValueError):
     """A comment text that cannot be stored; the message says why."""
 
@@ -48,7 +55,7 @@ class InvalidComment(ValueError):
 
 
 def like_video(video: LiveVideo, member: User) -> int:
-    """Store one like of a live `video` by `member`; return the video's exact like total including it.
+    """Sync: store one like of a live `video` by `member`; return the video's exact like total including it.
 
     Raises VideoNotLive. After commit, the like is announced by a coalesced `like.created` event. Outside a
     transaction, concurrent likes of this process are written together (likes.group_commit): one
@@ -56,22 +63,33 @@ def like_video(video: LiveVideo, member: User) -> int:
     transaction the like is written there, alone, so it commits or rolls back with it.
     """
     if transaction.get_connection().in_atomic_block:
-        outcome = _write_likes([(video.pk, member)])[0]
+        outcome = _write_likes([(video.pk, member.pk)])[0]
     else:
-        outcome = _likes.submit((video.pk, member))
+        outcome = _likes.submit((video.pk, member.pk))
     if isinstance(outcome, BaseException):
         raise outcome
     video.like_count = outcome
     return outcome
 
 
-def _write_likes(items: Sequence[tuple[int, User]]) -> list[int | VideoNotLive]:
-    """Store a batch of likes in one transaction; per like, the video's total including it (in batch order)
-    or VideoNotLive."""
+async def alike_video(video_id: int, member_id: int) -> int:
+    """Async: store one like of video `video_id` by member `member_id`; return the video's exact total with it.
+
+    Raises NoSuchVideo or VideoNotLive. Concurrent likes of this process (any video) are written together
+    (likes.async_group_commit): one transaction per batch, through `_write_like_batch` in the likes writer
+    thread; the caller returns once its own like is committed. Announced after commit as like_video does.
+    """
+    return int(await _alikes.asubmit((video_id, member_id)))
+
+
+def _write_likes(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | NoSuchVideo]:
+    """Store a batch of likes, (video id, member id) each, in one transaction; per like, the video's total
+    including it (in batch order), VideoNotLive or NoSuchVideo."""
     per_video: dict[int, list[int]] = {}
     for index, (video_id, _member) in enumerate(items):
         per_video.setdefault(video_id, []).append(index)
-    outcomes: list[int | VideoNotLive] = [0] * len(items)
+    outcomes: list[int | VideoNotLive | NoSuchVideo] = [0] * len(items)
+    refused: list[int] = []
     with transaction.atomic():
         # Videos in id order: two workers' batches then lock the rows they share in the same order, so they
         # queue instead of deadlocking (PostgreSQL answered a deadlock after 1 s, failing a whole batch).
@@ -80,16 +98,41 @@ def _write_likes(items: Sequence[tuple[int, User]]) -> list[int | VideoNotLive]:
             if not LiveVideo.objects.filter(pk=video_id, status=LiveVideo.Status.LIVE).update(
                 like_count=F("like_count") + len(indexes)
             ):
-                for index in indexes:
-                    outcomes[index] = VideoNotLive(f"video {video_id} has ended")
+                refused.append(video_id)
                 continue
-            Like.objects.bulk_create([Like(video_id=video_id, member=items[index][1]) for index in indexes])
+            Like.objects.bulk_create([Like(video_id=video_id, member_id=items[index][1]) for index in indexes])
             total = LiveVideo.objects.values_list("like_count", flat=True).get(pk=video_id)
             for offset, index in enumerate(indexes):
                 outcomes[index] = total - len(indexes) + 1 + offset
             # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
             transaction.on_commit(_announcer(video_id), robust=True)
+        # Told apart only when refused (rare): an ended video is a 409, an unknown id a 404.
+        existing = set(LiveVideo.objects.filter(pk__in=refused).values_list("pk", flat=True)) if refused else set()
+    for video_id in refused:
+        for index in per_video[video_id]:
+            outcomes[index] = (
+                VideoNotLive(f"video {video_id} has ended") if video_id in existing else NoSuchVideo(video_id)
+            )
     return outcomes
+
+
+def _write_like_batch(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | NoSuchVideo]:
+    """Sync, in the likes writer thread: one batch of async callers' likes (the async path's one database
+    boundary). Outside any request, so it honours CONN_MAX_AGE itself, as a request would: on PostgreSQL the
+    connection goes back to the pool after each batch, on SQLite it is reopened per batch (not per like)."""
+    close_old_connections()
+    try:
+        return _write_likes(items)
+    finally:
+        close_old_connections()
+
+
+# One thread: one batch is in flight per process at a time anyway (AsyncGroupCommit), and a single thread keeps
+# a single database connection warm instead of each of the default executor's threads opening its own.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="likes-writer")
+_awrite_like_batch: Callable[[Sequence[tuple[int, int]]], Awaitable[list[Any]]] = sync_to_async(
+    _write_like_batch, thread_sensitive=False, executor=_WRITER
+)
 
 
 def _announcer(video_id: int) -> Callable[[], None]:
@@ -147,12 +190,13 @@ def _retry_announcements() -> None:
         _announce_likes(video_id)  # A failure defers it again.
 
 
-_likes: GroupCommit[tuple[int, User]] = GroupCommit(_write_likes)
+_likes: GroupCommit[tuple[int, int]] = GroupCommit(_write_likes)
+_alikes: AsyncGroupCommit[tuple[int, int]] = AsyncGroupCommit(_awrite_like_batch)
 
 
 def figures() -> dict[str, float]:
     """This process's like counters, for the worker snapshot (realtime.hooks.add_stats)."""
-    return {**_likes.stats, **stats}
+    return {**_likes.stats, **_alikes.stats, **stats}
 
 
 def _like_total(video_id: int) -> int | None:

@@ -1,4 +1,4 @@
-"""ASGI entry point: the real-time endpoints by path, everything else through the one full Django stack."""
+"""ASGI entry point: the real-time endpoints and the like endpoint by path, everything else through Django."""
 
 import gc
 import logging
@@ -34,7 +34,8 @@ class OneHopASGIHandler(ASGIHandler):
 django.setup(set_prefix=False)
 django_application = OneHopASGIHandler()
 
-from realtime import conf, context  # noqa: E402 (after setup: needs the app registry)
+from likes import endpoints as likes_endpoints  # noqa: E402 (after setup: needs the app registry)
+from realtime import conf, context  # noqa: E402
 from realtime.http import Receive, Scope, Send  # noqa: E402
 from realtime.routing import ROUTES, body_limit  # noqa: E402
 from realtime.servers import daphne  # noqa: E402
@@ -57,7 +58,8 @@ gc.set_threshold(50_000, 20, 10)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         context.begin(scope)
-        route = ROUTES.get(scope["path"])
+        # The like endpoint has an id in its path, so it is matched after the fixed real-time paths.
+        route = ROUTES.get(scope["path"]) or likes_endpoints.route(scope["path"])
         if route is not None:
             return await route(scope, receive, send)
     elif scope["type"] == "lifespan":

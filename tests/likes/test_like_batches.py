@@ -64,13 +64,14 @@ def test_concurrent_likes_share_transactions_and_get_every_total_once(monkeypatc
     assert Like.objects.filter(video=video).count() == LIKERS
 
 
-def test_an_ended_video_refuses_every_like_of_a_batch_and_the_others_go_in() -> None:
+def test_an_ended_or_unknown_video_refuses_every_like_of_a_batch_and_the_others_go_in() -> None:
     owner = make_member("owner")
     live, ended = make_video(owner, "live"), make_video(owner, "over", ended=True)
     fan = make_member("fan")
-    outcomes = services._write_likes([(live.pk, fan), (ended.pk, fan), (live.pk, owner)])
+    outcomes = services._write_likes([(live.pk, fan.pk), (ended.pk, fan.pk), (live.pk, owner.pk), (999_999, fan.pk)])
     assert (outcomes[0], outcomes[2]) == (1, 2)
     assert isinstance(outcomes[1], services.VideoNotLive)
+    assert isinstance(outcomes[3], services.NoSuchVideo)
     assert Like.objects.filter(video=ended).count() == 0
     assert LiveVideo.objects.get(pk=live.pk).like_count == 2
 
@@ -81,7 +82,7 @@ def test_a_batch_locks_its_videos_in_id_order() -> None:
     owner = make_member("owner")
     first, second = make_video(owner, "first"), make_video(owner, "second")
     with CaptureQueriesContext(connection) as queries:
-        services._write_likes([(second.pk, owner), (first.pk, owner), (second.pk, owner)])
+        services._write_likes([(second.pk, owner.pk), (first.pk, owner.pk), (second.pk, owner.pk)])
     updated = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("UPDATE")]
     locked = [int(re.search(r'"id" = (\d+)', sql).group(1)) for sql in updated]
     assert locked == [first.pk, second.pk]
