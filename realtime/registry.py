@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
+from channels_redis.core import RedisChannelLayer
 from redis.exceptions import RedisError
 
 from realtime.dispatcher import Dispatcher
@@ -61,9 +62,10 @@ class Registry:
         self.registered: set[str] = set()
         # Set by any failure, cleared by a successful resync: the worker then resyncs every second.
         self.out_of_step = False
-        self.stats = {"registry_failures": 0, "registry_resyncs": 0}
+        self.stats = {"registry_failures": 0, "registry_resyncs": 0, "registry_shard_checks": 0}
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # topic -> (lock, [users])
         self._calls = asyncio.Semaphore(max_concurrent_calls)
+        self._run_ids: list[str] | None = None  # each shard's, last seen (realtime.layers: channels-redis)
 
     async def async_topics(self, topics: list[str]) -> None:
         """Make the registration of each topic match the hub; returns once all are in place.
@@ -148,6 +150,34 @@ class Registry:
         """Resync only if out of step (the worker calls this every second)."""
         if self.out_of_step:
             await self.aresync()
+
+    async def acheck_shards(self) -> None:
+        """Put the registry out of step if a channel-layer shard is unreachable or is not the server it was
+        (its run_id changed: restarted, or a Sentinel failover). The worker calls this every second.
+
+        With several shards, the worker's receive loop reads from one: a restart of another, which loses the
+        groups and history it held, fails none of this worker's calls and would go unnoticed until the next
+        lease tick. A Sentinel failover changes the run_id too (the replica's writes may lag the primary's).
+        """
+        layer = self.dispatcher.layer
+        if self.out_of_step or not isinstance(layer, RedisChannelLayer):
+            return
+        try:
+            infos = await asyncio.gather(*(layer.connection(i).info("server") for i in range(layer.ring_size)))
+        except (RedisError, OSError) as exc:
+            self.stats["registry_failures"] += 1
+            logger.warning(
+                "worker %s: a Redis shard does not answer (%s); registrations will be repaired", self.channel, exc
+            )
+            self.out_of_step = True
+            return
+        self.stats["registry_shard_checks"] += 1
+        run_ids = [str(info.get("run_id", "")) for info in infos]
+        replaced = self._run_ids is not None and run_ids != self._run_ids
+        if replaced:
+            logger.warning("worker %s: a Redis shard restarted or failed over; registrations resync", self.channel)
+            self.out_of_step = True
+        self._run_ids = run_ids
 
     async def awithdraw(self, *, timeout_secs: float) -> int:
         """Give up every registration at once (a clean stop) instead of leaving them to expire; returns how many."""

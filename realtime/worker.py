@@ -523,6 +523,7 @@ class Worker:
 
     async def _repair(self) -> None:
         """Every second: resync the registry if a fault put it out of step, then check every hosted topic."""
+        await self.registry.acheck_shards()
         if self.registry.out_of_step:
             self._sweep_due = True
             await self.registry.arepair()

@@ -2,6 +2,7 @@
 the hashes say (channel layer: channels-redis' consistent hash; the app's per-key state: redisconf.shard_index;
 the cluster-wide state: the first, "home" shard)."""
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -9,7 +10,18 @@ import pytest
 import redis
 
 from livesite import redisconf
-from tests.system.harness import RedisServer, SSEClient, base_env, publish, run_django, streams, subscribe
+from realtime.layers import ShardedRedisChannelLayer
+from tests.system.harness import (
+    RedisServer,
+    SSEClient,
+    base_env,
+    eventually,
+    publish,
+    run_django,
+    stats,
+    streams,
+    subscribe,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(90)]
 
@@ -142,3 +154,47 @@ def test_an_invalid_redis_url_stops_the_start_with_its_reason(site: dict) -> Non
     env = base_env(site["tmp"], REDIS_URL="redis://127.0.0.1:1/0,http://nope")
     with pytest.raises(RuntimeError, match="is not a redis://"):
         run_django(env, "print(1)")
+
+
+async def test_one_shard_down_fails_only_its_topics_and_readyz_names_it(start_worker, tokens) -> None:
+    servers = [RedisServer().start() for _ in range(2)]
+    try:
+        worker = start_worker(",".join(server.url for server in servers), name="halves")
+        layer = ShardedRedisChannelLayer(hosts=[server.url for server in servers])
+        # The shard the worker reads its channel from stays up (without it the worker receives nothing until
+        # it returns); the other one goes: its topics fail, the rest of the site does not notice.
+        up = layer.consistent_hash((await stats(worker.url, tokens["admin"]))["worker"])
+        down = 1 - up
+        on = {layer.consistent_hash(topic): topic for topic in TOPICS}  # a topic whose group is on each shard
+        async with streams(SSEClient(worker.url, topics=[on[0], on[1]])) as (reader,), httpx.AsyncClient() as http:
+
+            async def shards_checked() -> bool:  # the worker knows each shard's run_id (once a second)
+                return (await stats(worker.url, tokens["admin"]))["registry_shard_checks"] > 0
+
+            await eventually(shards_checked, timeout=5)
+            servers[down].stop()
+            response = await http.get(f"{worker.url}/readyz")
+            assert response.status_code == 503
+            assert f"127.0.0.1:{servers[down].port}" in response.json()["checks"]["redis"]
+            assert f"127.0.0.1:{servers[up].port}" not in response.json()["checks"]["redis"]
+            assert (await publish(worker.url, tokens["admin"], on[down], "tick", {"n": 1})).status_code == 503
+            assert (await publish(worker.url, tokens["admin"], on[up], "tick", {"n": 2})).status_code == 202
+            assert (await reader.next_event("tick", timeout=5)).json()["topic"] == on[up]
+
+            servers[down].start()  # back, empty: its groups and history are gone
+            for _ in range(100):  # bounded: at most 100 tries, 0.1 s apart
+                response = await publish(worker.url, tokens["admin"], on[down], "tick", {"n": 3})
+                if response.status_code == 202:
+                    break
+                await asyncio.sleep(0.1)
+            assert response.status_code == 202, response.text
+            # The worker noticed the restart by itself (the shard's run_id changed), registered again and read
+            # the topic's new history: the event arrives, and no gap (nothing accepted was lost: the publishes
+            # during the outage were refused).
+            frame = await reader.next_event("tick", timeout=10)
+            assert frame.json()["topic"] == on[down]
+            assert frame.json()["data"] == {"n": 3}
+            assert (await http.get(f"{worker.url}/readyz")).status_code == 200
+    finally:
+        for server in servers:
+            server.stop()
