@@ -89,6 +89,13 @@ def memory_kb(pid: int) -> dict[str, int]:
     return result
 
 
+def kernel_cpu_seconds(pid: int) -> float:
+    """System (kernel) CPU of a process from /proc/PID/stat: on loopback, most of a socket write's cost."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rpartition(b")")[2].split()
+    return int(fields[12]) / CLK_TCK
+
+
 def machine_cpu_seconds() -> float:
     """CPU seconds every process of the machine spent busy so far (all but idle and iowait)."""
     with open("/proc/stat") as handle:
@@ -105,9 +112,10 @@ def open_fds(pid: int) -> int:
 def sample(pid: int) -> dict[str, Any]:
     """One reading of a process: memory, open files, CPU so far."""
     try:
-        return {**memory_kb(pid), "fds": open_fds(pid), "cpu_s": cpu_seconds(pid), "time": time.time()}
+        cpu = {"cpu_s": cpu_seconds(pid), "sys_s": kernel_cpu_seconds(pid)}
+        return {**memory_kb(pid), "fds": open_fds(pid), **cpu, "time": time.time()}
     except (FileNotFoundError, ProcessLookupError):
-        return {**memory_kb(0), "fds": 0, "cpu_s": 0.0, "time": time.time()}
+        return {**memory_kb(0), "fds": 0, "cpu_s": 0.0, "sys_s": 0.0, "time": time.time()}
 
 
 def percentiles(values: Iterable[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
@@ -316,6 +324,17 @@ def start_pyspy(
     args += ["--duration", str(seconds), "--native" if native else "--nonblocking"]
     args += (["--threads"] if threads else []) + (["--gil"] if gil else [])
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def dump_stack(pid: int) -> str:
+    """`py-spy dump` of a process (what its threads are doing now), or why there is none."""
+    if (binary := pyspy_binary()) is None:
+        return "(py-spy is not installed)"
+    try:
+        dump = subprocess.run([binary, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "(py-spy dump timed out)"
+    return (dump.stdout or dump.stderr)[-3000:]
 
 
 def frame_label(frame: str) -> str:
@@ -692,7 +711,13 @@ class Harness:
         """Send `command` to every client process; their answers' payloads, in order."""
         for client in self.clients:
             client.pipe.send(command)
-        replies = [await client.recv(self.remaining(timeout)) for client in self.clients]
+        replies = []
+        for client in self.clients:
+            try:
+                replies.append(await client.recv(self.remaining(timeout)))
+            except TimeoutError as exc:
+                # Say what it was doing: a load client that cannot answer is a result too (saturated, stuck).
+                raise TimeoutError(f"{exc} to {command[0]!r}; its stack:\n{dump_stack(client.pid)}") from None
         return [reply[1] if len(reply) > 1 else None for reply in replies]
 
     async def connect(self, budget: float, progress: Callable[[], None] | None = None) -> list[dict[str, Any]]:
@@ -734,7 +759,7 @@ class Harness:
         """Poll the clients' status until done(statuses) or `limit` seconds passed."""
         started = time.monotonic()
         while True:
-            statuses = await self.ask_all(("status",), 30)
+            statuses = await self.ask_all(("status",), 60)
             if (complete := done(statuses)) or time.monotonic() - started > limit:
                 received = sum(status["received"] for status in statuses)
                 return {"received": received, "complete": complete, "waited_s": time.monotonic() - started}
@@ -785,7 +810,10 @@ class Harness:
                 pool.put_nowait(connection)
 
         tasks: list[asyncio.Task] = []
+        # Pacing runs on the loop's monotonic clock; what the report shows is wall-clock time (time.time), the
+        # clock every sent_at and receive time uses: each duration is taken on one clock only.
         start = loop.time() + 0.05
+        start_wall = time.time() + 0.05
         try:
             for item in range(count):
                 if (delay := start + item / rate - loop.time()) > 0:
@@ -800,7 +828,7 @@ class Harness:
                 if give_up and loop.time() > start + give_up:
                     break
                 tasks.append(asyncio.create_task(one(item, connection)))
-            send_ended = time.time()
+            send_secs = time.time() - start_wall  # due time of the first item -> the last one handed out
             await asyncio.wait_for(asyncio.gather(*tasks), self.remaining(60))
         finally:
             for task in tasks:
@@ -812,7 +840,7 @@ class Harness:
         answered, accepted = max((sent_at[i] + post_s[i] for i in range(sent)), default=0), statuses[str(accept)]
         result = {"events": count, "sent": sent, "rate_target": rate, "statuses": dict(statuses), "accepted": accepted}
         result |= {"rate_achieved": (sent - 1) / (last - first) if last > first else None, "sent_at": sent_at}
-        result |= {"post_latency_s": percentiles(post_s[:sent]), "first_sent": first, "send_secs": send_ended - start}
+        result |= {"post_latency_s": percentiles(post_s[:sent]), "first_sent": first, "send_secs": send_secs}
         result |= {"last_answer": answered, "wall_s": answered - first}
         return result | {"per_s": accepted / (answered - first) if answered > first else None}
 

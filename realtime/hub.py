@@ -17,28 +17,25 @@ def body(chunk: bytes, *, more: bool = True) -> "Message":
 
 
 class Payload:
-    """One chunk on its way to many streams, in the two shapes a stream may take it; each built once."""
+    """One chunk on its way to many streams, in the two shapes a stream may take it; each built once.
 
-    __slots__ = ("_framed", "_message", "chunk", "frames")
+    `framed` (the chunk in HTTP/1.1 chunked transfer encoding, for direct socket writes) is a plain attribute
+    built here: a broadcast reads it once per stream, and a property call there cost more than building it.
+    """
+
+    __slots__ = ("_message", "chunk", "framed", "frames")
 
     def __init__(self, chunk: bytes, frames: int = 1) -> None:
         self.chunk = chunk
         self.frames = frames
+        self.framed = b"%x\r\n%b\r\n" % (len(chunk), chunk)
         self._message: Message | None = None
-        self._framed: bytes | None = None
 
     @property
     def message(self) -> "Message":
         if self._message is None:
             self._message = body(self.chunk)
         return self._message
-
-    @property
-    def framed(self) -> bytes:
-        """The chunk in HTTP/1.1 chunked transfer encoding, for direct socket writes."""
-        if self._framed is None:
-            self._framed = b"%x\r\n%b\r\n" % (len(self.chunk), self.chunk)
-        return self._framed
 
 
 # How long a stream reset for falling behind may take to read its last frames before its socket is dropped.
@@ -153,7 +150,11 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.topics: dict[str, set[Connection]] = {}
         self.members: dict[int, int] = {}
-        self.stats = {"delivered": 0, "overflow_closed": 0, "events": 0}
+        self.stats = {"delivered": 0, "overflow_closed": 0, "events": 0, "keepalives_skipped": 0}
+        # Keep-alive rounds so far, and per topic the round in which it last fanned out: a stream with an event
+        # since the last round needs no keep-alive in the next one.
+        self.keepalive_round = 0
+        self.fanned_out: dict[str, int] = {}
         # Streams opened per writer kind ("daphne-direct", "queued"): the tests check which path is in use.
         self.writers: dict[str, int] = {}
 
@@ -213,56 +214,108 @@ class Hub:
         """Write a topic's frames, as one chunk, to every local subscriber of `topic`; returns how many streams
         took it.
 
-        Yields to the event loop every `yield_every` writes, so requests on this worker do not wait for a
-        whole fan-out to 10,000 streams; the receive loop awaits it, so events keep their order.
+        The chunk is framed once and the same bytes go to every stream. Yields to the event loop after every
+        `yield_every` writes, so requests and keep-alives on this worker do not wait for a whole fan-out to
+        16,000 streams; the receive loop awaits it, so events keep their order.
         """
         subscribers = self.topics.get(topic)
         if not subscribers:
             return 0
         payload = Payload(frames[0] if len(frames) == 1 else b"".join(frames), len(frames))
+        self.fanned_out[topic] = self.keepalive_round
         delivered = 0
         # A copy: a write can close a stream, whose cleanup edits the set.
-        for index, conn in enumerate(tuple(subscribers)):
-            if conn.closed:
-                continue
-            try:
-                if conn.catching_up is not None and topic in conn.catching_up:
-                    waiting_frames, waiting_offsets = conn.catching_up[topic]
-                    waiting_frames.extend(frames)
-                    waiting_offsets.extend(offsets if offsets is not None else [0] * len(frames))
-                    delivered += 1
-                elif conn.floors is not None and topic in conn.floors and offsets is not None:
-                    floor = conn.floors[topic]
-                    kept = after_floor(frames, offsets, floor)
-                    if offsets[-1] >= floor or 0 in offsets:
-                        del conn.floors[topic]  # Past it: what follows is new to this stream.
-                        conn.floors = conn.floors or None
-                    if kept and conn.write(Payload(b"".join(kept), len(kept))):
-                        delivered += 1
-                elif conn.write(payload):
-                    delivered += 1
-                elif conn.overflowed:
-                    self.stats["overflow_closed"] += 1
-            except Exception:
-                # One broken stream must not stop delivery to the others.
-                logger.exception("write to connection %s failed", conn.id)
-            if index % yield_every == yield_every - 1:
+        streams = tuple(subscribers)
+        for start in range(0, len(streams), yield_every):
+            if start:
                 await asyncio.sleep(0)
+            for conn in streams[start : start + yield_every]:
+                # The hot path, once per stream and event: a stream that is neither catching up nor past a
+                # resume floor takes the shared payload straight from its writer, with no other Python work.
+                if conn.catching_up is None and conn.floors is None:
+                    if conn.closed:
+                        continue
+                    try:
+                        if conn.writer.write(payload):
+                            delivered += 1
+                            continue
+                    except Exception:
+                        # One broken stream must not stop delivery to the others.
+                        logger.exception("write to connection %s failed", conn.id)
+                        continue
+                    self._refused(conn)
+                    continue
+                try:
+                    delivered += self._write_resuming(conn, topic, payload, frames, offsets)
+                except Exception:
+                    logger.exception("write to connection %s failed", conn.id)
         self.stats["events"] += 1
         self.stats["delivered"] += delivered
         return delivered
 
-    async def write_all(self, chunk: bytes, *, yield_every: int = 1000) -> None:
-        """Write `chunk` (a keep-alive) to every stream, yielding between batches.
+    def _refused(self, conn: Connection) -> None:
+        """The writer refused a payload: the stream is closed already, or just fell behind (reset it)."""
+        if not conn.closed:
+            conn.overflowed = True
+            conn.close(RESET_FRAME, abort_after_secs=RESET_GRACE_SECS)
+            self.stats["overflow_closed"] += 1
 
+    def _write_resuming(
+        self, conn: Connection, topic: str, payload: Payload, frames: list[bytes], offsets: list[int] | None
+    ) -> int:
+        """A stream being resumed on some topic: this topic's frames may wait, or be cut at its floor; 1 if taken."""
+        if conn.closed:
+            return 0
+        if conn.catching_up is not None and topic in conn.catching_up:
+            waiting_frames, waiting_offsets = conn.catching_up[topic]
+            waiting_frames.extend(frames)
+            waiting_offsets.extend(offsets if offsets is not None else [0] * len(frames))
+            return 1
+        if conn.floors is not None and topic in conn.floors and offsets is not None:
+            floor = conn.floors[topic]
+            kept = after_floor(frames, offsets, floor)
+            if offsets[-1] >= floor or 0 in offsets:
+                del conn.floors[topic]  # Past it: what follows is new to this stream.
+                conn.floors = conn.floors or None
+            if not kept:
+                return 0
+            payload = Payload(b"".join(kept), len(kept))
+        if conn.write(payload):
+            return 1
+        if conn.overflowed:
+            self.stats["overflow_closed"] += 1
+        return 0
+
+    async def write_all(self, chunk: bytes, *, yield_every: int = 1000) -> None:
+        """Write `chunk` (a keep-alive) to every stream that had no event since the previous round, yielding
+        between batches.
+
+        A stream on a topic that fanned out since then skips it: that write already kept proxies from timing
+        the stream out and would have found a dead reader. Under a steady broadcast this saves a write per
+        stream and round, and the round no longer holds up the next event's fan-out on this worker for a whole
+        pass over its streams. (A stream that joined such a topic after its last event may go up to two
+        intervals without a write; proxies' read timeouts are set well above one.)
         A stream whose backlog is full is reset by it: a keep-alive that cannot be taken means a dead reader.
         """
         payload = Payload(chunk)
-        for index, conn in enumerate(tuple(self.connections.values())):
-            try:
-                if not conn.write(payload) and conn.overflowed:
-                    self.stats["overflow_closed"] += 1
-            except Exception:
-                logger.exception("keep-alive write to connection %s failed", conn.id)
-            if index % yield_every == yield_every - 1:
+        previous, self.keepalive_round = self.keepalive_round, self.keepalive_round + 1
+        fanned_out = self.fanned_out
+        # Topics without an event since the previous round are forgotten: the map stays as small as the active set.
+        self.fanned_out = {topic: at for topic, at in fanned_out.items() if at == previous and topic in self.topics}
+        streams = tuple(self.connections.values())
+        for start in range(0, len(streams), yield_every):
+            if start:
                 await asyncio.sleep(0)
+            for conn in streams[start : start + yield_every]:
+                if (
+                    conn.catching_up is None
+                    and conn.floors is None
+                    and any(fanned_out.get(topic) == previous for topic in conn.topics)
+                ):
+                    self.stats["keepalives_skipped"] += 1
+                    continue
+                try:
+                    if not conn.write(payload) and conn.overflowed:
+                        self.stats["overflow_closed"] += 1
+                except Exception:
+                    logger.exception("keep-alive write to connection %s failed", conn.id)

@@ -5,7 +5,7 @@ A `send` that blocks is what uvicorn's does for a reader that stopped reading: t
 
 import asyncio
 
-from realtime.hub import Connection, Hub
+from realtime.hub import Connection, Hub, Payload
 from realtime.servers.queued import QueuedWriter
 
 
@@ -135,3 +135,55 @@ async def test_the_backlog_counts_events_not_writes() -> None:
     assert not slow.closed
     await hub.fan_out("t", [b"four", b"five", b"six"])
     assert slow.closed
+
+
+async def test_a_keep_alive_goes_only_to_streams_without_an_event_since_the_previous_round() -> None:
+    hub = Hub()
+    busy, rec_busy = make("busy", max_pending=10)
+    quiet, rec_quiet = make("quiet", max_pending=10)
+    for conn, topic in ((busy, "hot"), (quiet, "cold")):
+        hub.add(conn)
+        hub.subscribe(conn, [topic])
+    await hub.write_all(b":\n\n")  # the first round: nothing fanned out before it
+    await hub.fan_out("hot", [b"event"])
+    await hub.write_all(b":\n\n")  # the event stands for this round's keep-alive on `hot`
+    await hub.write_all(b":\n\n")  # no event since the previous round: both get one
+    await rec_busy.settle()
+    await rec_quiet.settle()
+    assert rec_busy.bodies == [b":\n\n", b"event", b":\n\n"]
+    assert rec_quiet.bodies == [b":\n\n", b":\n\n", b":\n\n"]
+    assert hub.stats["keepalives_skipped"] == 1
+    assert hub.fanned_out == {}  # forgotten once quiet: the map holds only topics active since the last round
+
+
+class ListWriter:
+    """A writer that appends what it takes to a log shared with the test (no socket, no queue)."""
+
+    kind = "list"
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def write(self, payload: Payload) -> bool:
+        self.log.append(self.name)
+        return True
+
+    def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:
+        pass
+
+    async def aended(self) -> None:
+        pass
+
+
+async def test_a_fan_out_reaches_each_stream_once_and_lets_the_loop_run_between_batches() -> None:
+    hub = Hub()
+    log: list[str] = []
+    for index in range(7):
+        conn = Connection(f"c{index}", None, ListWriter(log, "write"))
+        hub.add(conn)
+        hub.subscribe(conn, ["t"])
+    fan_out = asyncio.ensure_future(hub.fan_out("t", [b"frame"], yield_every=3))
+    await asyncio.sleep(0)  # the fan-out starts, writes its first batch, and yields
+    log.append("other work")
+    assert await fan_out == 7
+    assert log == ["write"] * 3 + ["other work"] + ["write"] * 4
