@@ -18,6 +18,11 @@ class RealtimeConfig(AppConfig):
 
         # The core's own namespaces: a member's private topics, published by the server only; viewer counts.
         policies.declare(policies.Namespace("member.{member}.*", owner="realtime", read=policies.MEMBER))
+        # Who is watching (member ids) is for signed-in members; the counts are public. Declared first: the
+        # first declared pattern that matches a topic decides.
+        policies.declare(
+            policies.Namespace(f"{census.MEMBERS_PREFIX}*", owner="realtime (census)", read=policies.SIGNED_IN)
+        )
         policies.declare(policies.Namespace(f"{census.CENSUS_PREFIX}*", owner="realtime (census)"))
         # A census count is a state announced again every CENSUS_SECS, not history: never kept nor replayed.
         # Kept, each topic any stream named (a made-up video id too) left keys in Redis for a day.

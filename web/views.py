@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
@@ -10,11 +9,13 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from likes.models import LiveVideo
 from likes.queries import videos_with_counts
-from likes.viewers import viewer_counts
+from likes.viewers import viewer_counts, viewer_tally
 from presence.services import may_read
 from realtime import conf as realtime_conf
+from web.api import member_names
 
-MAX_PANEL_MEMBERS = 50
+# The census lists at most realtime.census.MAX_LISTED_MEMBERS (100) watchers of a video; the page shows them all.
+MAX_PANEL_MEMBERS = 100
 MAX_LIVE_CARDS = 48
 MAX_ENDED_CARDS = 12
 # How often the home page rereads its cards' like counts (GET /api/videos): a like event would count the home
@@ -53,26 +54,28 @@ def home(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
     video = get_object_or_404(LiveVideo, slug=slug)
-    # The members panel: the site's members (a demo has a handful) with their site-wide presence. Presence is
-    # for signed-in members unless the operator made it public (presence.services.may_read): anonymous
-    # visitors get no panel. Who watches THIS video is not known to the server today (see README).
-    panel = []
     me = request.user.pk if request.user.is_authenticated else None
+    # The viewers panel: the signed-in members watching THIS video now (the census lists them across all
+    # workers; anonymous viewers are counted, not listed), each with their presence dot. Presence is for
+    # signed-in members unless the operator made it public (presence.services.may_read): anonymous visitors get
+    # no panel. The page keeps the list current from `census.changed` and GET /api/members for new names.
     show_presence = may_read(me, {})
-    if show_presence:
-        members = get_user_model().objects.filter(is_active=True, is_staff=False).order_by("username")
-        panel = [
-            {"id": member.pk, "name": member.get_full_name() or member.get_username(), "me": member.pk == me}
-            for member in members[:MAX_PANEL_MEMBERS]
-        ]
+    tally = viewer_tally(video.pk) if video.is_live else None
+    panel: list[dict[str, Any]] = []
+    if show_presence and video.is_live:
+        # This viewer is watching even before the census counts their stream (it is not open yet).
+        watching = ([me] if me is not None else []) + [m for m in (tally.members if tally else ()) if m != me]
+        panel = member_names(watching[:MAX_PANEL_MEMBERS])
+        for member in panel:
+            member["me"] = member["id"] == me
     # The viewer count as this request found it: it cannot count this viewer, whose stream is not open yet.
-    viewers = viewer_counts([video.pk]).get(video.pk) if video.is_live else None
     context = {
         "video": video,
         "panel": panel,
         "show_presence": show_presence,
-        "viewers": viewers,
+        "viewers": tally.count if tally else None,
         "census_secs": _census_secs(),
+        "max_panel_members": MAX_PANEL_MEMBERS,
     }
     return render(request, "web/watch.html", context)
 

@@ -352,8 +352,16 @@
     });
   }
 
-  // -- presence ---------------------------------------------------------------------------------
-  const viewersList = document.getElementById("viewers");
+  // -- the viewers panel: signed-in members watching this video now, with their presence dots ------
+  // The census announces the ids of the members watching (`census.changed` members, at most data-max of
+  // them, across all workers); names come from GET /api/members for ids the page has not named yet. This
+  // viewer is listed from the first paint: they are watching, whatever the census has counted so far.
+  const viewersList = document.getElementById("viewers"); // null: no panel (presence is not for this visitor)
+  const noWatchers = document.getElementById("no-watchers");
+  const maxWatchers = viewersList ? Number(viewersList.dataset.max) || 100 : 0;
+  const presenceSubscriptions = new Map(); // member id -> its presence subscription
+  const names = new Map(); // member id -> name, from the page or GET /api/members
+  let wantedWatchers = null; // the latest list the census announced (ids), or null before the first
 
   function applyPresence(data, memberId, notAfter) {
     const state = checkPresence(data, memberId, notAfter);
@@ -361,28 +369,105 @@
     showPresence(memberId, state.status, state.changedAt);
   }
 
+  function labelOf(li, status) {
+    const name = li.querySelector(".name").textContent;
+    const words = status === "online" ? "online" : status === "offline" ? "offline" : "presence not known yet";
+    return `${name}, ${words}${li.dataset.me ? " (you)" : ""}`;
+  }
+
   function showPresence(memberId, status, changedAt) {
     const known = presenceChangedAt.get(memberId);
     // The page subscribes before it loads states: an older state never overwrites a newer one.
     if (known !== undefined && changedAt !== undefined && changedAt < known) return;
     presenceChangedAt.set(memberId, changedAt);
-    const li = document.querySelector(`#viewers [data-member="${memberId}"]`);
+    const li = viewersList && viewersList.querySelector(`[data-member="${memberId}"]`);
     if (!li) return;
-    const name = li.querySelector(".name").textContent;
     li.className = status === "online" ? "online" : "offline";
-    li.setAttribute("aria-label", `${name}, ${status === "online" ? "online" : "offline"}${li.dataset.me ? " (you)" : ""}`);
+    li.setAttribute("aria-label", labelOf(li, status));
     sortMembers();
   }
 
-  // Online members first, each group in the server's order.
+  // Online members first, each group by name.
   function sortMembers() {
     const items = [...viewersList.children];
     const rank = (li) => (li.classList.contains("online") ? 0 : 1);
-    const sorted = [...items].sort((a, b) => rank(a) - rank(b) || a.dataset.order - b.dataset.order);
+    const nameOf = (li) => li.querySelector(".name").textContent;
+    const sorted = [...items].sort((a, b) => rank(a) - rank(b) || nameOf(a).localeCompare(nameOf(b)));
     if (sorted.some((li, i) => li !== items[i])) viewersList.append(...sorted);
+    if (noWatchers) noWatchers.hidden = !live || items.length > 0;
   }
 
-  const memberIds = [...document.querySelectorAll("#viewers [data-member]")].map((li) => Number(li.dataset.member));
+  // The presence topics the page follows are those of the members listed: one subscription each.
+  function followPresence(memberId) {
+    if (presenceSubscriptions.has(memberId)) return;
+    presenceSubscriptions.set(
+      memberId,
+      rt.subscribe(`presence.member.${memberId}`, {
+        "presence.changed": (event) => applyPresence(event.data, memberId, notAfter(event)),
+        gap: () => refreshPresence([memberId]),
+      }),
+    );
+  }
+
+  function addWatcher(memberId, name) {
+    if (viewersList.querySelector(`[data-member="${memberId}"]`)) return;
+    const li = document.createElement("li");
+    li.dataset.member = String(memberId);
+    li.className = "unknown";
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.setAttribute("aria-hidden", "true");
+    const label = document.createElement("span");
+    label.className = "name";
+    label.textContent = name;
+    li.append(dot, label);
+    li.setAttribute("aria-label", labelOf(li, "unknown"));
+    viewersList.append(li);
+    presenceChangedAt.delete(memberId);
+    followPresence(memberId);
+    if (loaded) refreshPresence([memberId]);
+    sortMembers();
+  }
+
+  function removeWatcher(memberId) {
+    const li = viewersList.querySelector(`[data-member="${memberId}"]`);
+    if (!li || li.dataset.me) return; // this viewer watches as long as this page is open
+    li.remove();
+    const subscription = presenceSubscriptions.get(memberId);
+    presenceSubscriptions.delete(memberId);
+    presenceChangedAt.delete(memberId);
+    if (subscription) subscription();
+    sortMembers();
+  }
+
+  function showWatchers(ids) {
+    if (!viewersList || !live) return;
+    if (!Array.isArray(ids) || ids.length > maxWatchers || !ids.every(isId)) return dropped("viewers list", ids);
+    wantedWatchers = new Set(ids);
+    for (const li of [...viewersList.children]) {
+      if (!wantedWatchers.has(Number(li.dataset.member))) removeWatcher(Number(li.dataset.member));
+    }
+    const unnamed = ids.filter((id) => !names.has(id));
+    for (const id of ids) if (names.has(id)) addWatcher(id, names.get(id));
+    if (!unnamed.length) return;
+    api(`/api/members?ids=${unnamed.join(",")}`)
+      .then((body) => {
+        for (const member of (isObject(body) && Array.isArray(body.members) ? body.members : [])) {
+          if (!isObject(member) || !isId(member.id) || typeof member.name !== "string" || !member.name.trim()) {
+            dropped("member", member);
+            continue;
+          }
+          names.set(member.id, member.name);
+          // Only if still watching: a later announcement may have come while the names were on their way.
+          if (wantedWatchers.has(member.id)) addWatcher(member.id, member.name);
+        }
+      })
+      .catch((error) => console.warn("viewer names failed", error));
+  }
+
+  for (const li of viewersList ? viewersList.querySelectorAll("[data-member]") : []) {
+    names.set(Number(li.dataset.member), li.querySelector(".name").textContent);
+  }
 
   // -- loading and refreshing -------------------------------------------------------------------
   // Each part of the page loads once, after its subscription is in place (so no change falls between the load
@@ -414,13 +499,14 @@
       .catch((error) => console.warn("comments refresh failed", error));
   }
 
-  function refreshPresence() {
+  function refreshPresence(ids) {
+    const memberIds = ids || [...presenceSubscriptions.keys()];
     if (!memberIds.length) return;
     api(`/api/presence?members=${memberIds.join(",")}`)
       .then((body) => {
         // The server's own answer: its stamps are checked for shape only (no clock to compare them with).
         for (const state of body.members || []) {
-          if (isObject(state) && memberIds.includes(state.member)) applyPresence(state, state.member, Infinity);
+          if (isObject(state) && presenceSubscriptions.has(state.member)) applyPresence(state, state.member, Infinity);
         }
       })
       .catch((error) => console.warn("presence refresh failed", error));
@@ -465,6 +551,8 @@
     closed: "closed",
   };
 
+  let loaded = false; // the page's first load is done (later members load their presence as they come)
+
   // -- the stream -------------------------------------------------------------------------------
   const rt = Realtime.connect();
   const likesSubscription = rt.subscribe(`video.${videoId}.likes`, {
@@ -475,13 +563,20 @@
       showLikes(like.count);
       floatHearts(like.covered);
     },
+    // likes.services.end_videos, after commit. A missed one is learnt by the refetch after a gap.
+    "video.ended": endVideo,
     gap: refreshVideo,
   });
   // The census counts this viewer from here on (see "viewers" above).
   likesSubscription.then(subscribed, () => {});
   // The census counts the streams subscribed to this video's likes, across all workers.
-  rt.subscribe(`census.video.${videoId}.likes`, {
-    "census.changed": (event) => showViewers(isObject(event.data) ? event.data.count : undefined),
+  // Signed in: the same count with who is watching (a topic only signed-in members may read); else the count.
+  rt.subscribe(`census.${signedIn ? "members." : ""}video.${videoId}.likes`, {
+    "census.changed": (event) => {
+      showViewers(isObject(event.data) ? event.data.count : undefined);
+      // Absent from a worker of the previous release: the list stays as it is.
+      if (isObject(event.data) && event.data.members !== undefined) showWatchers(event.data.members);
+    },
     gap: refreshVideo,
   });
   rt.subscribe(`video.${videoId}.comments`, {
@@ -493,11 +588,8 @@
   // The latest stamp a presence event may carry: the server's clock when it published the event.
   const notAfter = (event) =>
     (Number.isFinite(event.published_at) ? event.published_at : Date.now() / 1000) + MAX_CLOCK_SKEW_SECS;
-  for (const memberId of memberIds) {
-    rt.subscribe(`presence.member.${memberId}`, {
-      "presence.changed": (event) => applyPresence(event.data, memberId, notAfter(event)),
-      gap: refreshPresence,
-    });
+  for (const li of viewersList ? viewersList.querySelectorAll("[data-member]") : []) {
+    followPresence(Number(li.dataset.member));
   }
   rt.onState((next, reason) => {
     state = next;
@@ -507,7 +599,6 @@
     conn.classList.toggle("ok", next === "connected");
     updateActions();
   });
-  let loaded = false;
   rt.onReady(() => {
     if (loaded) return;
     loaded = true;
@@ -517,8 +608,8 @@
   });
 
   // -- the end of a live video ------------------------------------------------------------------
-  // Learnt from the server's answers (a like or comment refused with video_ended, a refetch): the server
-  // sends no event when a video ends.
+  // Learnt from `video.ended` on the video's likes topic, or from the server's answers (a like or comment
+  // refused with video_ended, a refetch), whichever comes first.
   function endVideo() {
     if (!live) return;
     live = false;
@@ -533,6 +624,13 @@
     document.getElementById("comments-closed").hidden = false;
     if (form) form.hidden = true;
     canvas.setAttribute("aria-label", "Stand-in for the video, which has ended");
+    if (viewersList) {
+      for (const subscription of presenceSubscriptions.values()) subscription();
+      presenceSubscriptions.clear();
+      viewersList.replaceChildren();
+      noWatchers.hidden = true;
+      document.getElementById("watchers-ended").hidden = false;
+    }
     animate();
     updateActions();
   }

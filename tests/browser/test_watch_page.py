@@ -65,9 +65,9 @@ def test_two_members_see_each_others_likes_comments_and_presence(browser, start_
         assert "alice, offline" not in page_b.evaluate("window.__labels")
         expect(viewers_b.get_by_label("alice, online")).to_be_visible()
 
-        # Closing the page takes alice offline for bob within the window.
+        # Closing the page takes alice off bob's panel: she no longer watches (the census's next report).
         page_a.close()
-        expect(viewers_b.get_by_label("alice, offline")).to_be_visible(timeout=5_000)
+        expect(viewers_b.get_by_label("alice,")).to_have_count(0, timeout=5_000)
     finally:
         context_a.close()
         context_b.close()
@@ -463,28 +463,94 @@ def test_reduced_motion_stops_the_hearts_and_the_animation(browser, start_worker
         context.close()
 
 
-def test_the_members_panel_says_what_it_shows_and_lists_online_members_first(browser, start_worker, video):
+def test_the_viewers_panel_lists_who_watches_this_video_and_follows_them_coming_and_going(
+    browser, start_worker, video, site
+):
     worker = start_worker(**FAST_PRESENCE)
+    other = make_video(site)
     context_a, context_b = browser.new_context(), browser.new_context()
     try:
         page_b = sign_in(context_b, worker.url, "bob")
         open_watch(page_b, worker.url, video)
-        # Presence is site-wide (the server cannot say who watches this video): the panel says so.
-        members = page_b.get_by_role("list", name="Online anywhere on livesite, not only this video's viewers")
-        expect(members.get_by_label("bob, online (you)")).to_be_visible(timeout=10_000)
-        # (Other tests may have added members to the shared database: only alice's and bob's places are checked.)
-        expect(members.get_by_role("listitem").first).to_have_accessible_name("bob, online (you)")
-        expect(members.get_by_label("alice, offline")).to_be_visible(timeout=10_000)
-
+        panel = page_b.get_by_role("list", name="Signed-in members watching now")
+        # Alone: bob, from the first paint, with his own dot; alice is online elsewhere, not on this video.
+        expect(panel.get_by_label("bob, online (you)")).to_be_visible(timeout=10_000)
         page_a = sign_in(context_a, worker.url, "alice")
+        open_watch(page_a, worker.url, other)
+        page_b.wait_for_timeout(1_500)  # three census intervals: an absence can only be awaited
+        expect(panel.get_by_role("listitem")).to_have_count(1)
+
+        # alice comes to this video: the census lists her on bob's page (name and dot), and bob on hers.
         open_watch(page_a, worker.url, video)
-        expect(members.get_by_label("alice, online")).to_be_visible(timeout=10_000)
-        # Both online: the server's order (by username) among the online ones.
-        expect(members.get_by_role("listitem").first).to_have_accessible_name("alice, online")
-        expect(members.get_by_role("listitem").nth(1)).to_have_accessible_name("bob, online (you)")
+        expect(panel.get_by_label("alice, online")).to_be_visible(timeout=10_000)
+        expect(panel.get_by_role("listitem")).to_have_count(2)
+        panel_a = page_a.get_by_role("list", name="Signed-in members watching now")
+        expect(panel_a.get_by_label("bob, online")).to_be_visible(timeout=10_000)
+        expect(panel_a.get_by_label("alice, online (you)")).to_be_visible()
+
+        # alice leaves for the other video: she goes from bob's panel while still online.
+        open_watch(page_a, worker.url, other)
+        expect(panel.get_by_label("alice,")).to_have_count(0, timeout=10_000)
+        expect(panel.get_by_role("listitem")).to_have_count(1)
     finally:
         context_a.close()
         context_b.close()
+
+
+def test_the_names_endpoint_answers_those_who_may_see_presence_and_refuses_bad_input_in_json(
+    browser, start_worker, site
+):
+    worker = start_worker(**FAST_PRESENCE)
+    alice_id, bob_id = site["members"]["alice"]["id"], site["members"]["bob"]["id"]
+    anonymous = httpx.get(f"{worker.url}/api/members?ids={alice_id}", timeout=10)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (403, "not_allowed")
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "bob")
+        answer = page.request.get(f"{worker.url}/api/members?ids={bob_id},{alice_id},{bob_id},999999999")
+        assert answer.status == 200
+        assert answer.json() == {"members": [{"id": bob_id, "name": "bob"}, {"id": alice_id, "name": "alice"}]}
+        too_many = ",".join(map(str, range(1, 102)))
+        for query, code in [
+            ("", "invalid_ids"),
+            ("1,x", "invalid_ids"),
+            ("-1", "invalid_ids"),
+            (too_many, "too_many_ids"),
+        ]:
+            response = page.request.get(f"{worker.url}/api/members?ids={query}")
+            assert (response.status, response.json()["code"]) == (400, code), query
+    finally:
+        context.close()
+
+
+def test_a_video_ended_in_the_admin_ends_open_pages_at_once(browser, redis_server, start_worker, site):
+    worker = start_worker(redis_server.url, **FAST_PRESENCE)
+    live = make_video(site)
+    context = browser.new_context()
+    try:
+        page = sign_in(context, worker.url, "alice")
+        open_watch(page, worker.url, live)
+        assert not page.evaluate(CANVAS_STILL)
+        # What likes.services.end_videos is to publish after commit (see the report's diff); published here
+        # too so the page's handling is tested today. A second copy is harmless: the page ends once.
+        run_django(
+            base_env(site["tmp"], REDIS_URL=redis_server.url),
+            "from likes import services\nfrom likes.models import LiveVideo\nfrom realtime.publishing import publish\n"
+            f"services.end_videos(LiveVideo.objects.filter(pk={live['id']}))\n"
+            f"publish('video.{live['id']}.likes', 'video.ended', {{'video': {live['id']}}})",
+        )
+        expect(page.get_by_text("This live video has ended", exact=True)).to_be_visible(timeout=10_000)
+        expect(page.locator("#badge")).to_have_text("ENDED")
+        expect(page.get_by_role("textbox", name="Comment")).to_be_hidden()
+        expect(page.get_by_role("button", name="Like")).to_be_disabled()
+        expect(page.get_by_text("Comments are closed: this live video has ended.")).to_be_visible()
+        expect(page.locator("#action-hint")).to_have_text(
+            "This live video has ended: it takes no more likes or comments."
+        )
+        expect(page.get_by_text("Nobody is watching: this live video has ended.")).to_be_visible()
+        assert page.evaluate(CANVAS_STILL)
+    finally:
+        context.close()
 
 
 def test_counts_and_comments_read_as_words_and_numbers_to_a_screen_reader(browser, start_worker, video):

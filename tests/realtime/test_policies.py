@@ -20,6 +20,8 @@ OPEN = ("news",)
         ("presence.member.7", None, False),  # presence: signed-in members (PRESENCE PUBLIC opens it)
         ("presence.member.7", 3, True),
         ("census.video.1.likes", None, True),  # the core's viewer counts
+        ("census.members.video.1.likes", None, False),  # who is watching: signed-in members only
+        ("census.members.video.1.likes", 3, True),
         ("member.7.inbox", 7, True),  # the core: a member's own
         ("member.7.inbox", 8, False),
         ("member.7.inbox", None, False),
