@@ -13,6 +13,12 @@ the participants-only rule (one database query) as it opens.
 Phase 1, the rule's cost, before any stream is open: one participant's stream on w0 alternates POST and DELETE
 /realtime/subscriptions of her conversation's topic, then of an open-namespace topic (`bench.*`, no rule) as many
 times: the difference of the worker's CPU per POST is what the rule costs (a thread hop and one query).
+Then, in one Django process of the site (no HTTP), the rule alone: --micro-checks checks of one participant's
+conversation topics, one topic per check in turn (messages, typing, receipts), as `realtime.policies.acheck_read`
+runs them, with messaging's participation cache off (MESSAGING ACCESS_CACHE_SIZE 0), on with its versions in
+Redis (the workers' setting), and on with them in memory (the embedded default): wall and CPU microseconds per check.
+A site without the cache (`--rev` before it) ignores the setting: its three rows are the same rule.
+With --rule-only the run stops there.
 Phase 2, per rate R of --rates: for --seconds the sender POSTs R messages/s, round-robin over the conversations,
 and R typing starts/s, round-robin too (each conversation's start is announced: its last was more than 2 s ago
 while C / R >= 2). Every message must reach its conversation's P-1 streams. Reported per rate: messages stored/s
@@ -52,6 +58,32 @@ Participant.objects.bulk_create(participants, batch_size=2000)
 members = [[t.key for t in tokens[c * (size - 1) : (c + 1) * (size - 1)]] for c in range(conversations)]
 print(json.dumps({"sender": sender_token, "conversations": [row.pk for row in rows], "members": members}))
 """
+MICRO_SCRIPT = """
+import asyncio, json, sys, time, django
+django.setup()
+from django.conf import settings
+from django.test.utils import override_settings
+from messaging.models import Participant
+from realtime import policies
+checks = int(sys.argv[1])
+row = Participant.objects.exclude(member__username="sender").order_by("pk").first()
+topics = [f"conversation.{row.conversation_id}.{name}" for name in ("messages", "typing", "receipts")]
+
+async def run():
+    await policies.acheck_read(topics, row.member_id)  # warm: the first check of a pair always asks the database
+    wall, cpu = time.perf_counter(), time.process_time()
+    for n in range(checks):
+        await policies.acheck_read([topics[n % 3]], row.member_id)
+    return (time.perf_counter() - wall) / checks * 1e6, (time.process_time() - cpu) / checks * 1e6
+
+result = {}
+shared = settings.REDIS_URL
+for name, size, redis_url in (("off", 0, shared), ("redis", 10_000, shared), ("memory", 10_000, "")):
+    with override_settings(MESSAGING={**settings.MESSAGING, "ACCESS_CACHE_SIZE": size}, REDIS_URL=redis_url):
+        wall_us, cpu_us = asyncio.run(run())
+    result[name] = {"wall_us_per_check": wall_us, "cpu_us_per_check": cpu_us}
+print(json.dumps(result))
+"""
 CONNECTED = re.compile(rb"event: connected\ndata: (\{[^\n]*\})\n")
 
 
@@ -64,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time per rate (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="the sender's keep-alive connections (16)")
     parser.add_argument("--rule-posts", type=int, default=2000, help="subscription POSTs+DELETEs per topic kind")
+    parser.add_argument("--micro-checks", type=int, default=5000, help="in-process rule checks per cache setting")
+    parser.add_argument("--rule-only", action="store_true", help="measure the read rule only (no streams, no rates)")
     parser.add_argument("--clients", type=int, default=0, help="stream-reading processes (default: as needed)")
     parser.add_argument("--sources", type=int, default=0, help="source addresses (default: as needed)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between phases")
@@ -99,6 +133,7 @@ class Messaging(h.Harness):
         await self.prepare_site(env)
         print(f"seeding {self.args.conversations:,} conversations ...", file=sys.stderr)
         self.site = await self.django(env, SEED_SCRIPT, str(self.args.conversations), str(self.args.participants))
+        self.env = env
         self.start_workers(self.args.workers, env)
 
     # -- phase 1: the read rule's cost -------------------------------------------------------------------
@@ -214,6 +249,13 @@ class Messaging(h.Harness):
         self.check_alive()
         print("phase 1: the participants-only rule's cost per subscription ...", file=sys.stderr)
         report["rule"] = await self.rule_cost()
+        print("the rule alone, in one process: cache off, on (Redis versions), on (in memory) ...", file=sys.stderr)
+        report["rule_in_process"] = await self.django(self.env, MICRO_SCRIPT, str(args.micro_checks))
+        if args.rule_only:
+            report["worker_stats"] = await self.stats()  # messaging_access_* shows what the cache answered
+            report["exit_status"] = 0
+            self.finish()
+            return report
         report["streams"] = await self.open_member_streams()
         held = report["streams"]["connect"]["held"]
         report["steps"] = []
@@ -284,7 +326,7 @@ def analyse(results: list[dict[str, Any]], sent: dict[str, Any], step: int, per_
 
 def render(report: dict[str, Any]) -> str:
     args, rule = report["config"], report["rule"]
-    connect = report["streams"]["connect"]
+    connect = report["streams"]["connect"] if "streams" in report else {"held": 0, "requested": 0}
     lines = [
         f"### {args['name']} ({report['date']})",
         "",
@@ -303,7 +345,26 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"The participants-only rule costs about {rule['rule_cpu_ms_per_subscription']:.2f} ms of worker CPU per "
-        "subscription POST (its one query and thread hop).",
+        "subscription POST (its one query and thread hop, or its cache hit).",
+        "",
+        "| the rule alone, in one process | wall per check | CPU per check |",
+        "| --- | --- | --- |",
+    ]
+    for name, label in (
+        ("off", "cache off"),
+        ("redis", "cache on, versions in Redis"),
+        ("memory", "cache on, in memory"),
+    ):
+        row = report.get("rule_in_process", {}).get(name)
+        if row:
+            lines.append(f"| {label} | {row['wall_us_per_check']:.0f} µs | {row['cpu_us_per_check']:.0f} µs |")
+    if "steps" not in report:
+        lines += [
+            "",
+            f"load {h.load_line(report)}; worker log problems: {sum(map(len, report['log_problems'].values()))}",
+        ]
+        return "\n".join(lines)
+    lines += [
         "",
         "| rate asked | stored/s | deliveries (lost, dup) | POST -> stream p50 / p99 / max | published -> stream "
         "p99 | typing starts delivered, p99 | worker CPU | client CPU |",

@@ -330,6 +330,9 @@ MESSAGING = {
     "RECEIPT_COALESCE_MS": _env_int("MESSAGING_RECEIPT_COALESCE_MS", 300),
     # "scope=rate,...", e.g. "message=10/s,typing=0"; checked by messaging's system checks.
     "RATE_LIMITS": os.environ.get("MESSAGING_RATE_LIMITS", ""),
+    # Per-worker cache of participants (messaging.access); 0 entries: a query per read check.
+    "ACCESS_CACHE_SIZE": _env_int("MESSAGING_ACCESS_CACHE_SIZE", 10_000),
+    "ACCESS_CACHE_SECS": _env_float("MESSAGING_ACCESS_CACHE_SECS", 60),
 }
 
 REST_FRAMEWORK = {

@@ -58,7 +58,11 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete the selected conversations (participants lose them at once)")
     def delete_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        deleted = services.delete_conversations(queryset)
+        try:
+            deleted = services.delete_conversations(queryset)
+        except services.AccessUnavailable as exc:
+            self.message_user(request, f"Nothing deleted: {exc}. Retry shortly.", messages.ERROR)
+            return
         self.message_user(request, f"{deleted} conversation(s) deleted.", messages.SUCCESS)
 
     def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
@@ -123,10 +127,13 @@ class ParticipantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Remove the selected participants from their conversations")
     def remove(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        removed = sum(
-            services.remove_participant(participant.conversation, participant.member)
-            for participant in queryset.select_related("conversation", "member")
-        )
+        removed = 0
+        try:
+            for participant in queryset.select_related("conversation", "member"):
+                removed += services.remove_participant(participant.conversation, participant.member)
+        except services.AccessUnavailable as exc:
+            self.message_user(request, f"{removed} removed, then stopped: {exc}. Retry shortly.", messages.ERROR)
+            return
         self.message_user(request, f"{removed} participant(s) removed.", messages.SUCCESS)
 
     def delete_model(self, request: HttpRequest, obj: Participant) -> None:

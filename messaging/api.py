@@ -1,9 +1,13 @@
-"""REST API for conversations, messages, typing and read marks: validate with a serializer, call one service.
+"""REST API for conversations, their participants, messages, typing and read marks: validate with a serializer,
+call one service.
 
 A conversation the caller does not take part in answers 404, exactly as one that does not exist: the API
 never tells a member which conversations exist.
 """
 
+from typing import Any
+
+from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis.exceptions import RedisError
@@ -29,6 +33,7 @@ from messaging.serializers import (
     MessagePageSerializer,
     MessageSerializer,
     MessagesQuerySerializer,
+    ParticipantInputSerializer,
     ReadInputSerializer,
     ReadResultSerializer,
     TypingInputSerializer,
@@ -64,10 +69,41 @@ class TypingUnavailable(APIException):
     default_detail = "the typing store (Redis) is unreachable; retry shortly"
 
 
+class ParticipantNotFound(NotFound):
+    default_code = "participant_not_found"
+    default_detail = "this member takes no part in this conversation"
+
+
+class NotConversationAdmin(PermissionDenied):
+    default_code = "not_conversation_admin"
+    default_detail = "only the conversation's creator (or staff) may add or remove participants; you may leave it"
+
+
+class DirectConversation(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "direct_conversation"
+    default_detail = "a one-to-one conversation keeps its two members: start a group instead"
+
+
+class ConversationFull(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conversation_full"
+    default_detail = "this group has as many participants as MESSAGING_MAX_PARTICIPANTS allows"
+
+
+class AccessUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "access_unavailable"
+    default_detail = "the workers could not be told of the removal (Redis unreachable); nothing changed, retry shortly"
+
+
 MESSAGE_TOO_LARGE = "the request body is too large: a message is at most 4,000 characters"
 
 CONVERSATION_ID = OpenApiParameter(
     "conversation_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="the conversation's id"
+)
+MEMBER_ID = OpenApiParameter(
+    "member_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="the participant's member id"
 )
 MESSAGE_ID = OpenApiParameter("message_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="the message's id")
 NOT_SIGNED_IN = OpenApiResponse(
@@ -332,3 +368,93 @@ class ReadView(APIView):
         except services.NotParticipant:
             raise ConversationNotFound from None
         return Response(ReadResultSerializer({"last_read_seq": state.last_read_seq, "unread": state.unread}).data)
+
+
+def _participant_errors(call: Any) -> Any:
+    """Run a participants service call, turning its refusals into the API's errors."""
+    try:
+        return call()
+    except services.DirectConversation as exc:
+        raise DirectConversation(str(exc)) from None
+    except services.ConversationFull as exc:
+        raise ConversationFull(str(exc)) from None
+    except services.NotAllowed as exc:
+        raise NotConversationAdmin(str(exc)) from None
+    except services.AccessUnavailable:
+        raise AccessUnavailable from None
+
+
+MANAGE_ERRORS = {
+    403: OpenApiResponse(
+        ErrorSerializer,
+        description="not signed in, or neither the creator nor staff ('not_conversation_admin'; anyone may leave)",
+    ),
+    409: OpenApiResponse(
+        ErrorSerializer,
+        description="a one-to-one conversation ('direct_conversation'), or a full group ('conversation_full')",
+    ),
+}
+
+
+class ParticipantsView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Add a member to a group you created (or as staff): she may subscribe to it at once",
+        parameters=[CONVERSATION_ID],
+        request=ParticipantInputSerializer,
+        responses={
+            200: OpenApiResponse(ConversationSerializer, description="she takes part in it already: nothing changed"),
+            201: OpenApiResponse(ConversationSerializer, description="added; `participant.added` announced"),
+            400: OpenApiResponse(ErrorSerializer, description="a bad body, or no active member has this id"),
+            404: NOT_YOURS,
+            413: TOO_LARGE,
+            **MANAGE_ERRORS,
+        },
+    )
+    def post(self, request: Request, conversation_id: str) -> Response:
+        conversation = conversation_for(request, conversation_id)
+        actor = member_of(request)
+        data = ParticipantInputSerializer(data=body_of(request))
+        data.is_valid(raise_exception=True)
+        member_id = data.validated_data["member"]
+        member = get_user_model().objects.filter(pk=member_id, is_active=True).first()
+        if member is None:
+            raise ValidationError({"member": [f"no member has id {member_id}"]})
+        added = _participant_errors(lambda: services.add_participants(conversation, [member], by=actor))
+        body = ConversationSerializer(queries.summary(conversation, actor.pk)).data
+        return Response(body, status=status.HTTP_201_CREATED if added else status.HTTP_200_OK)
+
+
+class ParticipantDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Remove a member from a group you created (or as staff), or leave one (your own id)",
+        description="Her live streams lose the conversation's topics on every worker within a second (`event: "
+        "unsubscribed`), and no worker lets her subscribe to them again.",
+        parameters=[CONVERSATION_ID, MEMBER_ID],
+        request=None,
+        responses={
+            204: OpenApiResponse(description="removed; `participant.removed` announced"),
+            404: OpenApiResponse(
+                ErrorSerializer,
+                description="no conversation of yours has this id ('conversation_not_found'), or the member takes "
+                "no part in it ('participant_not_found')",
+            ),
+            503: OpenApiResponse(
+                ErrorSerializer, description="Redis unreachable: nothing changed ('access_unavailable')"
+            ),
+            **MANAGE_ERRORS,
+        },
+    )
+    def delete(self, request: Request, conversation_id: str, member_id: str) -> Response:
+        conversation = conversation_for(request, conversation_id)
+        actor = member_of(request)
+        member_pk = queries.parse_id(member_id)
+        member = None if member_pk is None else get_user_model().objects.filter(pk=member_pk).first()
+        if member is None:
+            raise ParticipantNotFound(f"conversation {conversation.pk} has no participant with id {member_id[:30]!r}")
+        if not _participant_errors(lambda: services.remove_participant(conversation, member, by=actor)):
+            raise ParticipantNotFound(f"member {member.pk} takes no part in conversation {conversation.pk}")
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,10 +6,11 @@ from django.core.signals import setting_changed
 
 def _forget_stores(*, setting: str, **kwargs: Any) -> None:
     if setting in ("MESSAGING", "REDIS_URL", "REDIS_KEY_PREFIX"):
-        from messaging import indicators, services
+        from messaging import access, indicators, services
 
         indicators.reset_store()
         services.set_receipts(None)
+        access.reset()
 
 
 class MessagingConfig(AppConfig):
@@ -34,4 +35,5 @@ class MessagingConfig(AppConfig):
         history.declare_ephemeral(topics.EPHEMERAL_PATTERN)
         hooks.add_periodic(lambda: float(conf.get("TYPING_SWEEP_SECS")), sweeper.asweep_job)
         hooks.add_stats("messaging", lambda: sweeper.stats)
+        hooks.add_stats("messaging_access", access.figures)
         setting_changed.connect(_forget_stores, dispatch_uid="messaging-forget-stores")

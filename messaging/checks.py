@@ -6,6 +6,8 @@ from django.core.checks import Error, register
 
 from messaging import conf
 
+MAX_ACCESS_CACHE_SECS = 3600
+
 
 @register()
 def check_messaging_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
@@ -41,6 +43,23 @@ def check_messaging_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
             Error(
                 f"MESSAGING RECEIPT_COALESCE_MS must be a positive whole number of milliseconds, not {window!r}",
                 id="messaging.E004",
+            )
+        )
+    size, secs = conf.get("ACCESS_CACHE_SIZE"), conf.get("ACCESS_CACHE_SECS")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        problems.append(
+            Error(
+                f"MESSAGING ACCESS_CACHE_SIZE must be a whole number of entries (0: no cache), not {size!r}",
+                id="messaging.E006",
+            )
+        )
+    if isinstance(secs, bool) or not isinstance(secs, int | float) or not 0 < secs <= MAX_ACCESS_CACHE_SECS:
+        # Above VERSION_KEEP_SECS a version key could expire back to its initial value under a live entry.
+        problems.append(
+            Error(
+                f"MESSAGING ACCESS_CACHE_SECS must be positive seconds, at most {MAX_ACCESS_CACHE_SECS:,}, "
+                f"not {secs!r}",
+                id="messaging.E007",
             )
         )
     try:

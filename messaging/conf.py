@@ -23,6 +23,13 @@ DEFAULTS: dict[str, Any] = {
     # Rates per member and scope (realtime.limits' "N/s", "N/m", "N/h"; "" or "0": off), 429 past them:
     # messages sent or edited, typing calls, conversations created. Settings give "scope=rate,..." text.
     "RATE_LIMITS": "",
+    # Per worker: (member, conversation) pairs found participating, kept so a stream's further subscriptions
+    # and reconnects to the same conversation cost no database query (messaging.access). About 200 bytes each:
+    # 10,000 entries, 2 MB. 0 turns the cache off (one query per check).
+    "ACCESS_CACHE_SIZE": 10_000,
+    # How long an entry is trusted at most, in seconds (at most 3,600). Removals invalidate entries at once
+    # through the conversation's access version; this only bounds what a lost version change could cost.
+    "ACCESS_CACHE_SECS": 60.0,
 }
 
 RATE_DEFAULTS: dict[str, str] = {"message": "5/s", "typing": "5/s", "conversation": "30/m"}

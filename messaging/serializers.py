@@ -154,6 +154,12 @@ class ReadInputSerializer(serializers.Serializer):
     message = serializers.IntegerField(min_value=1, help_text="the id of the last message you have read")
 
 
+class ParticipantInputSerializer(serializers.Serializer):
+    member = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="the id of the member to add (an active account)"
+    )
+
+
 class ReadResultSerializer(serializers.Serializer):
     last_read_seq = serializers.IntegerField(help_text="your read mark now: it never goes backwards")
     unread = serializers.IntegerField()

@@ -3,8 +3,9 @@
 Every event is published through realtime.publish after the transaction that stored its change commits (a
 rolled-back message reaches no one); the types and payloads are listed in messaging.events. Typing writes no
 row: its store (messaging.indicators) decides what to announce, and it is announced at once. Removing a member
-from a conversation also takes its topics from every live stream of hers, on every worker
-(realtime.revocation.revoke_topics), after commit.
+from a conversation changes its access version (messaging.access: no worker's cache lets her read it again),
+then takes its topics from every live stream of hers, on every worker (realtime.revocation.revoke_topics), after
+commit.
 """
 
 import logging
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from likes import coalesce, timers
 from likes.models import display_name
-from messaging import conf, events, indicators, queries, receipts, topics
+from messaging import access, conf, events, indicators, queries, receipts, topics
 from messaging.models import MAX_MESSAGE_LENGTH, Conversation, Message, Participant
 from messaging.serializers import message_data
 from realtime import stores
@@ -40,6 +41,22 @@ class NotParticipant(Exception):
 
 class InvalidConversation(ValueError):
     """Participants or a title that cannot make a conversation; the message says why."""
+
+
+class DirectConversation(InvalidConversation):
+    """A one-to-one conversation keeps its two participants."""
+
+
+class ConversationFull(InvalidConversation):
+    """The group has MAX_PARTICIPANTS participants already."""
+
+
+class NotAllowed(Exception):
+    """The member may not change this conversation's participants; the message says who may."""
+
+
+# Raised by remove_participant and delete_conversations when no worker could be told (Redis): nothing changed.
+AccessUnavailable = access.AccessUnavailable
 
 
 class InvalidMessage(ValueError):
@@ -144,41 +161,85 @@ def _join(conversation: Conversation, member_ids: list[int]) -> list[Participant
 
 
 def check_can_join(conversation: Conversation, newcomers: int) -> None:
-    """Raise InvalidConversation unless `newcomers` more members may join `conversation`."""
+    """Raise DirectConversation or ConversationFull unless `newcomers` more members may join `conversation`."""
     if conversation.kind != Conversation.Kind.GROUP:
-        raise InvalidConversation("a one-to-one conversation keeps its two members: start a group instead")
+        raise DirectConversation("a one-to-one conversation keeps its two members: start a group instead")
     limit = int(conf.get("MAX_PARTICIPANTS"))
     if conversation.participants.count() + newcomers > limit:
-        raise InvalidConversation(f"a conversation has at most {limit} participants")
+        raise ConversationFull(f"a conversation has at most {limit} participants")
 
 
-def add_participants(conversation: Conversation, members: Iterable[User]) -> list[Participant]:
-    """Add members to a group (those already in it are skipped); raises InvalidConversation for a one-to-one
-    conversation or past MAX_PARTICIPANTS. After commit: `participant.added`, and `conversation.added` to each."""
+def check_can_manage(conversation: Conversation, by: User, member_id: int | None = None) -> None:
+    """Raise DirectConversation for a one-to-one conversation, else NotAllowed unless `by` may add members to
+    `conversation` (member_id None) or remove `member_id` from it: its creator and staff may; anyone may leave."""
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise DirectConversation("a one-to-one conversation keeps its two members: start a group instead")
+    if (
+        member_id == by.pk
+        or by.is_staff
+        or (conversation.created_by_id is not None and conversation.created_by_id == by.pk)
+    ):
+        return
+    raise NotAllowed(
+        "only the conversation's creator (or staff) may add or remove participants; "
+        "you may leave it: DELETE /api/conversations/<id>/participants/<your member id>"
+    )
+
+
+def add_participants(
+    conversation: Conversation, members: Iterable[User], *, by: User | None = None
+) -> list[Participant]:
+    """Add members to a group (those already in it are skipped) and return the new rows; `by`: the member asking
+    (None: the admin site). Raises DirectConversation, ConversationFull or NotAllowed. After commit:
+    `participant.added` on the messages topic, and `conversation.added` to each newcomer. A newcomer may
+    subscribe at once (messaging.access caches participations only)."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if by is not None:
+            check_can_manage(conversation, by)
         present = set(conversation.participants.values_list("member_id", flat=True))
         new = sorted({member.pk for member in members} - present)
+        if not new:
+            return []
         check_can_join(conversation, len(new))
         return _join(conversation, new)
 
 
-def remove_participant(conversation: Conversation, member: User) -> bool:
-    """Take `member` out of `conversation`; False if she was not in it.
+def remove_participant(conversation: Conversation, member: User, *, by: User | None = None) -> bool:
+    """Take `member` out of `conversation`; False if she was not in it. `by`: the member asking (None: the admin
+    site). Raises DirectConversation or NotAllowed (when `by` is given), AccessUnavailable (Redis: nothing done).
 
-    After commit: her live streams lose the conversation's topics on every worker (`event: unsubscribed`,
-    reason REMOVED_REASON), then `participant.removed` goes to the others, `conversation.removed` to her, and
-    a stop to her typing mark if she had one.
+    Inside the transaction and again after commit, the conversation's access version changes (no worker's cache
+    lets her in again); then her live streams lose the conversation's topics on every worker (`event:
+    unsubscribed`, reason REMOVED_REASON), `participant.removed` goes to the others, `conversation.removed` to
+    her, and a stop to her typing mark if she had one.
     """
     with transaction.atomic():
+        if by is not None:
+            locked = Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+            if locked is None:
+                return False
+            check_can_manage(locked, by, member.pk)
         deleted, _ = Participant.objects.filter(conversation=conversation, member=member).delete()
         if not deleted:
             return False
+        access.change_versions([conversation.pk])  # before commit: a Redis failure undoes the removal
         _after_removal(conversation.pk, [member.pk])
     return True
 
 
 def _after_removal(conversation_id: int, member_ids: list[int], *, conversation_gone: bool = False) -> None:
+    def change_version() -> None:
+        try:
+            access.change_versions([conversation_id])
+        except AccessUnavailable:
+            # The version changed inside the transaction already: only an entry a worker filled while it was
+            # open can outlive it, for at most ACCESS_CACHE_SECS. Loud, as the revocation's own failure is.
+            logger.exception("conversation %s: access version not changed after commit", conversation_id)
+
+    # Registered before the revocation's callback, so it runs first: when a worker takes the topics from her
+    # streams, every cache entry that would let her take them back is stale already.
+    transaction.on_commit(change_version, robust=True)
     for member_id in member_ids:
         revoke_topics(member_id, topics.all_of(conversation_id), reason=REMOVED_REASON)
     items: list[tuple[str, str, Any]] = [
@@ -205,7 +266,8 @@ def _after_removal(conversation_id: int, member_ids: list[int], *, conversation_
 
 
 def delete_conversations(conversations: Iterable[Conversation]) -> int:
-    """Delete conversations with their messages; every participant's streams lose their topics at once."""
+    """Delete conversations with their messages; every participant's streams lose their topics at once.
+    Raises AccessUnavailable (Redis: nothing deleted)."""
     ids = [conversation.pk for conversation in conversations]
     with transaction.atomic():
         members: dict[int, list[int]] = {}
@@ -213,6 +275,7 @@ def delete_conversations(conversations: Iterable[Conversation]) -> int:
             "conversation_id", "member_id"
         ):
             members.setdefault(conversation_id, []).append(member_id)
+        access.change_versions(sorted(members))  # a Redis failure undoes the deletion
         deleted = Conversation.objects.filter(pk__in=ids).delete()[1].get(Conversation._meta.label, 0)
         for conversation_id, member_ids in members.items():
             _after_removal(conversation_id, member_ids, conversation_gone=True)

@@ -13,6 +13,12 @@ urlpatterns = [
         api.MessageDetailView.as_view(),
         name="message",
     ),
+    path("api/conversations/<str:conversation_id>/participants", api.ParticipantsView.as_view(), name="participants"),
+    path(
+        "api/conversations/<str:conversation_id>/participants/<str:member_id>",
+        api.ParticipantDetailView.as_view(),
+        name="participant",
+    ),
     path("api/conversations/<str:conversation_id>/typing", api.TypingView.as_view(), name="typing"),
     path("api/conversations/<str:conversation_id>/read", api.ReadView.as_view(), name="read"),
     path("messages/", views.inbox, name="inbox"),

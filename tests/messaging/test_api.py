@@ -127,8 +127,10 @@ OUTSIDE_PATHS = [
     ("delete", "/api/conversations/{c}/messages/{m}"),
     ("post", "/api/conversations/{c}/typing"),
     ("post", "/api/conversations/{c}/read"),
+    ("post", "/api/conversations/{c}/participants"),
+    ("delete", "/api/conversations/{c}/participants/{m}"),
 ]
-BODIES = {"post": {"text": "hi", "typing": True, "message": 1}, "patch": {"text": "hi"}}
+BODIES = {"post": {"text": "hi", "typing": True, "message": 1, "member": 1}, "patch": {"text": "hi"}}
 
 
 @pytest.mark.parametrize(("method", "path"), OUTSIDE_PATHS)
@@ -307,4 +309,123 @@ def test_the_schema_documents_every_messaging_operation(client, db):
     post = paths["/api/conversations/{conversation_id}/messages"]["post"]
     assert {"201", "400", "404", "429"} <= set(post["responses"])
     assert "409" in paths["/api/conversations/{conversation_id}/messages/{message_id}"]["patch"]["responses"]
+    add = paths["/api/conversations/{conversation_id}/participants"]["post"]
+    assert {"200", "201", "400", "403", "404", "409"} <= set(add["responses"])
+    remove = paths["/api/conversations/{conversation_id}/participants/{member_id}"]["delete"]
+    assert {"204", "403", "404", "409", "503"} <= set(remove["responses"])
     assert Conversation.objects.count() == 0
+
+
+# -- participants -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def owned_group(group: Any, alice: Any) -> Any:
+    group.created_by = alice
+    group.save(update_fields=["created_by"])
+    return group
+
+
+def participants_path(conversation: Any, member: Any = None) -> str:
+    path = f"/api/conversations/{conversation.pk}/participants"
+    return path if member is None else f"{path}/{member if isinstance(member, str) else member.pk}"
+
+
+def topics_of(conversation: Any) -> list[str]:
+    return [f"conversation.{conversation.pk}.{name}" for name in ("messages", "typing", "receipts")]
+
+
+def test_the_creator_adds_a_member_who_is_told_and_may_read_it_at_once(as_member, owned_group, alice, dave, published):
+    api = as_member(alice)
+    response = api.post(participants_path(owned_group), {"member": dave.pk})
+    assert response.status_code == 201, response.content
+    assert [p["id"] for p in response.json()["participants"]][-1] == dave.pk
+    assert published.summary() == [
+        (f"member.{dave.pk}.conversations", "conversation.added"),
+        (f"conversation.{owned_group.pk}.messages", "participant.added"),
+    ]
+    assert published.on(f"conversation.{owned_group.pk}.messages")[0].data == {
+        "conversation": owned_group.pk,
+        "member": {"id": dave.pk, "name": "Dave"},
+    }
+    assert as_member(dave).get(f"/api/conversations/{owned_group.pk}").status_code == 200
+    # Again: she is in it already; nothing changes and nothing is announced.
+    again = api.post(participants_path(owned_group), {"member": dave.pk})
+    assert again.status_code == 200
+    assert len(published) == 2
+
+
+def test_staff_may_manage_a_group_they_take_part_in(as_member, owned_group, carol, dave, published):
+    carol.is_staff = True
+    carol.save()
+    assert as_member(carol).post(participants_path(owned_group), {"member": dave.pk}).status_code == 201
+    assert as_member(carol).send("delete", participants_path(owned_group, dave)).status_code == 204
+    assert [r[0] for r in published.revoked] == [dave.pk]
+
+
+def test_others_may_not_add_or_remove_but_anyone_may_leave(as_member, owned_group, bob, carol, dave, published):
+    response = as_member(bob).post(participants_path(owned_group), {"member": dave.pk})
+    assert_error(response, 403, "not_conversation_admin")
+    assert_error(as_member(bob).send("delete", participants_path(owned_group, carol)), 403, "not_conversation_admin")
+    assert (published.revoked, list(published)) == ([], [])
+    assert as_member(bob).send("delete", participants_path(owned_group, bob)).status_code == 204
+    assert published.revoked == [(bob.pk, topics_of(owned_group), "removed_from_conversation")]
+    assert_error(as_member(bob).get(f"/api/conversations/{owned_group.pk}"), 404, "conversation_not_found")
+
+
+def test_the_creator_removes_a_member_who_loses_it_live(as_member, owned_group, alice, carol, published):
+    assert as_member(alice).send("delete", participants_path(owned_group, carol)).status_code == 204
+    assert published.revoked == [(carol.pk, topics_of(owned_group), "removed_from_conversation")]
+    assert published.summary() == [
+        (f"member.{carol.pk}.conversations", "conversation.removed"),
+        (f"conversation.{owned_group.pk}.messages", "participant.removed"),
+    ]
+    assert published.of_type("participant.removed")[0].data == {"conversation": owned_group.pk, "member": carol.pk}
+    # Not in it any more: a second removal is a 404.
+    response = as_member(alice).send("delete", participants_path(owned_group, carol))
+    assert_error(response, 404, "participant_not_found")
+
+
+@pytest.mark.parametrize("member", ["987654", "abc", "1" * 40, "-1"])
+def test_removing_someone_who_is_not_there_is_a_404(as_member, owned_group, alice, member):
+    response = as_member(alice).send("delete", participants_path(owned_group, member))
+    assert_error(response, 404, "participant_not_found")
+
+
+def test_a_one_to_one_conversation_keeps_its_two_members(as_member, direct, alice, bob, dave):
+    api = as_member(alice)
+    assert_error(api.post(participants_path(direct), {"member": dave.pk}), 409, "direct_conversation")
+    assert_error(api.send("delete", participants_path(direct, bob)), 409, "direct_conversation")
+    assert_error(api.send("delete", participants_path(direct, alice)), 409, "direct_conversation")
+    assert direct.participants.count() == 2
+
+
+def test_a_full_group_takes_no_one_more(as_member, owned_group, alice, dave, settings):
+    settings.MESSAGING = {**settings.MESSAGING, "MAX_PARTICIPANTS": 3}
+    response = as_member(alice).post(participants_path(owned_group), {"member": dave.pk})
+    assert "at most 3" in assert_error(response, 409, "conversation_full")["detail"]
+    assert owned_group.participants.count() == 3
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"member": "x"}, {"member": 0}, {"member": None}, {"member": 987654}, {"member": 2**70}, [1]]
+)
+def test_a_bad_member_to_add_is_a_400(as_member, owned_group, alice, body):
+    assert_error(as_member(alice).post(participants_path(owned_group), body), 400, "invalid")
+
+
+def test_an_inactive_member_cannot_be_added(as_member, owned_group, alice, dave):
+    dave.is_active = False
+    dave.save()
+    response = as_member(alice).post(participants_path(owned_group), {"member": dave.pk})
+    assert assert_error(response, 400, "invalid")["errors"]["member"]
+
+
+def test_a_removal_that_cannot_reach_the_workers_is_a_503_and_changes_nothing(
+    as_member, owned_group, alice, carol, settings, published
+):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    response = as_member(alice).send("delete", participants_path(owned_group, carol))
+    assert_error(response, 503, "access_unavailable")
+    assert owned_group.participants.filter(member=carol).exists()
+    assert (published.revoked, list(published)) == ([], [])

@@ -1,7 +1,8 @@
 """Messaging on two real Daphne workers sharing a real, private Redis, driven by real SSE clients and the API.
 
 Private topics decided by the app (a non-participant is refused however he asks), a removal that takes effect on
-a live stream held by another worker within a second, typing that stops by itself, receipts that never go
+a live stream held by another worker within a second and is never served from a worker's cache of participants,
+typing that stops by itself, receipts that never go
 backwards, and unread counts that stay exact while two workers store messages at once.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.system.harness import SSEClient, Worker, base_env, run_django, subscribe
+from tests.system.harness import SSEClient, Worker, base_env, run_django, stats, subscribe
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -166,6 +167,70 @@ async def test_a_removed_participant_loses_the_topics_on_another_worker_within_a
         response = await subscribe(b.url, bob_stream.connection_id, topics[:1], headers=auth(tokens, "bob"))
         assert response.status_code == 403
         assert (await apis["bob"].get(f"/api/conversations/{conversation}")).status_code == 404
+
+
+async def test_a_removal_through_the_api_is_never_served_from_any_workers_cache(cluster, apis, tokens, member_ids):
+    a, b, _ = cluster
+    bob, bob_auth = member_ids["bob"], auth(tokens, "bob")
+    conversation = await new_group(apis["alice"], [bob, member_ids["admin"]], "cached, removed, added back")
+    topics = topics_of(conversation)
+    hits = {w.url: (await stats(w.url, tokens["admin"]))["messaging_access_hits"] for w in (a, b)}
+    async with (
+        SSEClient(a.url, headers=bob_auth) as on_a,
+        SSEClient(b.url, headers=bob_auth) as on_b,
+        SSEClient(a.url, topics=topics[:1], headers=auth(tokens, "alice")) as alice_stream,
+    ):
+        # Each of his streams takes the topics one by one, as a page does: both workers now know him a participant.
+        for stream, worker in ((on_a, a), (on_b, b)):
+            for topic in topics:
+                response = await subscribe(worker.url, stream.connection_id, [topic], headers=bob_auth)
+                assert response.status_code == 200, response.text
+        for worker in (a, b):
+            assert (await stats(worker.url, tokens["admin"]))["messaging_access_hits"] - hits[worker.url] >= 2
+
+        # The creator removes him through the API on worker a: both his streams lose the topics within a second.
+        asked_at = time.time()
+        response = await apis["alice"].delete(f"/api/conversations/{conversation}/participants/{bob}")
+        assert response.status_code == 204, response.text
+        for stream in (on_a, on_b):
+            notice = await stream.next_event("unsubscribed", timeout=5)
+            assert time.time() - asked_at < 1.0
+            assert notice.json() == {"topics": sorted(topics), "reason": "removed_from_conversation"}
+        removed = await alice_stream.next_event("participant.removed", timeout=5)
+        assert removed.json()["data"] == {"conversation": conversation, "member": bob}
+        # No worker lets him take them back, by subscription or by connect.
+        for stream, worker in ((on_a, a), (on_b, b)):
+            for topic in topics:
+                response = await subscribe(worker.url, stream.connection_id, [topic], headers=bob_auth)
+                assert response.status_code == 403, (worker.url, topic, response.text)
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.get(
+                    f"{worker.url}/realtime/connect", params={"topics": ",".join(topics)}, headers=bob_auth
+                )
+                assert response.status_code == 403, response.text
+        await send(apis["alice"], conversation, "after")
+        # Delivered to worker a (alice's stream has it), and to no stream of his on either worker.
+        assert (await alice_stream.next_event("message.created", timeout=5)).json()["data"]["text"] == "after"
+        for stream in (on_a, on_b):
+            late = await frames_within(stream, 0.5)
+            assert [f for f in late if str(f.json().get("topic", "")).startswith(f"conversation.{conversation}.")] == []
+
+        # Added back: he may subscribe at once, on either worker, and the others see him arrive.
+        response = await apis["alice"].post(f"/api/conversations/{conversation}/participants", json={"member": bob})
+        assert response.status_code == 201, response.text
+        added = await alice_stream.next_event("participant.added", timeout=5)
+        assert added.json()["data"]["member"]["id"] == bob
+        for stream, worker in ((on_a, a), (on_b, b)):
+            response = await subscribe(worker.url, stream.connection_id, topics, headers=bob_auth)
+            assert response.status_code == 200, response.text
+        await send(apis["alice"], conversation, "welcome back")
+        for stream in (on_a, on_b):
+            # A worker that stopped hosting the topic may repair the hole from history, from the position his
+            # subscription was given: "after" may come first, once he takes part again (the API shows it him too).
+            texts = [(await stream.next_event("message.created", timeout=5)).json()["data"]["text"]]
+            while texts[-1] != "welcome back":
+                texts.append((await stream.next_event("message.created", timeout=5)).json()["data"]["text"])
+            assert texts in (["welcome back"], ["after", "welcome back"]), texts
 
 
 async def test_typing_is_throttled_stops_when_told_and_stops_by_itself(cluster, apis, tokens, member_ids):
