@@ -41,6 +41,9 @@ class AsyncGroupCommit(Generic[Item]):
         self.awrite = awrite
         self.max_batch = max_batch
         self.stats = {"async_batches": 0, "async_items": 0, "async_largest_batch": 0, "async_abandoned": 0}
+        # Items queued behind the batch being written, on every loop: read by `awrite`'s thread to know whether
+        # another batch follows at once (likes.db keeps its connection then). Only the loops write it.
+        self.waiting = 0
         self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pending] = weakref.WeakKeyDictionary()
 
     async def asubmit(self, item: Item) -> Any:
@@ -51,6 +54,7 @@ class AsyncGroupCommit(Generic[Item]):
             pending = self._pending[loop] = _Pending()
         future: asyncio.Future[Any] = loop.create_future()
         pending.queue.append((item, future))
+        self.waiting += 1
         if pending.writer is None:
             pending.writer = loop.create_task(self._drain(pending), name="likes-group-commit")
         try:
@@ -72,6 +76,7 @@ class AsyncGroupCommit(Generic[Item]):
             while pending.queue:
                 batch = pending.queue[: self.max_batch]
                 del pending.queue[: self.max_batch]
+                self.waiting -= len(batch)
                 await self._write(batch)
         finally:
             pending.writer = None
@@ -79,6 +84,7 @@ class AsyncGroupCommit(Generic[Item]):
             for _item, future in pending.queue:
                 if not future.done():
                     future.set_exception(RuntimeError("the like writer stopped before this like was written"))
+            self.waiting -= len(pending.queue)
             pending.queue.clear()
 
     async def _write(self, batch: list[tuple[Any, "asyncio.Future[Any]"]]) -> None:

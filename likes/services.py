@@ -11,16 +11,17 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.db import close_old_connections, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from likes import coalesce, conf, timers
+from likes import coalesce, conf, db, timers
 from likes.async_group_commit import AsyncGroupCommit
 from likes.group_commit import GroupCommit
 from likes.models import MAX_COMMENT_LENGTH, Comment, Like, LiveVideo, display_name
@@ -84,47 +85,87 @@ async def alike_video(video_id: int, member_id: int) -> int:
 
 def _write_likes(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | NoSuchVideo]:
     """Store a batch of likes, (video id, member id) each, in one transaction; per like, the video's total
-    including it (in batch order), VideoNotLive or NoSuchVideo."""
+    including it (in batch order), VideoNotLive or NoSuchVideo.
+
+    A handful of statements per batch, whatever number of videos it spans (it was three per video: with 100 videos
+    liked at once, a batch cost as many round trips as it had likes): lock the videos, one UPDATE per distinct
+    number of likes, read the totals, insert the likes."""
     per_video: dict[int, list[int]] = {}
     for index, (video_id, _member) in enumerate(items):
         per_video.setdefault(video_id, []).append(index)
     outcomes: list[int | VideoNotLive | NoSuchVideo] = [0] * len(items)
-    refused: list[int] = []
     with transaction.atomic():
-        # Videos in id order: two workers' batches then lock the rows they share in the same order, so they
-        # queue instead of deadlocking (PostgreSQL answered a deadlock after 1 s, failing a whole batch).
-        for video_id, indexes in sorted(per_video.items()):
-            # One statement checks the status and counts the likes, so a video that ends meanwhile takes none.
-            if not LiveVideo.objects.filter(pk=video_id, status=LiveVideo.Status.LIVE).update(
-                like_count=F("like_count") + len(indexes)
-            ):
-                refused.append(video_id)
-                continue
-            Like.objects.bulk_create([Like(video_id=video_id, member_id=items[index][1]) for index in indexes])
-            total = LiveVideo.objects.values_list("like_count", flat=True).get(pk=video_id)
-            for offset, index in enumerate(indexes):
-                outcomes[index] = total - len(indexes) + 1 + offset
-            # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
-            transaction.on_commit(_announcer(video_id), robust=True)
-        # Told apart only when refused (rare): an ended video is a 409, an unknown id a 404.
-        existing = set(LiveVideo.objects.filter(pk__in=refused).values_list("pk", flat=True)) if refused else set()
-    for video_id in refused:
-        for index in per_video[video_id]:
-            outcomes[index] = (
-                VideoNotLive(f"video {video_id} has ended") if video_id in existing else NoSuchVideo(video_id)
+        # The batch's videos are locked first, in id order: two workers' batches then queue on the rows they
+        # share instead of deadlocking (PostgreSQL answered a deadlock after 1 s, failing a whole batch). The
+        # status read under that lock decides: a video that ends meanwhile waits for this batch to commit.
+        # (SQLite has no row locks: the batch holds the database's write lock from BEGIN IMMEDIATE.)
+        statuses = dict(
+            LiveVideo.objects.select_for_update()
+            .filter(pk__in=list(per_video))
+            .order_by("pk")
+            .values_list("pk", "status")
+        )
+        live = [video_id for video_id in sorted(per_video) if statuses.get(video_id) == LiveVideo.Status.LIVE]
+        by_increment: dict[int, list[int]] = {}
+        for video_id in live:
+            by_increment.setdefault(len(per_video[video_id]), []).append(video_id)
+        for increment, videos in sorted(by_increment.items()):
+            LiveVideo.objects.filter(pk__in=videos).update(like_count=F("like_count") + increment)
+        if live:
+            totals = dict(LiveVideo.objects.filter(pk__in=live).values_list("pk", "like_count"))
+            Like.objects.bulk_create(
+                [
+                    Like(video_id=video_id, member_id=items[index][1])
+                    for video_id in live
+                    for index in per_video[video_id]
+                ]
             )
+            for video_id in live:
+                indexes = per_video[video_id]
+                for offset, index in enumerate(indexes):
+                    outcomes[index] = totals[video_id] - len(indexes) + 1 + offset
+            # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
+            transaction.on_commit(_announcer(live), robust=True)
+    for video_id, indexes in per_video.items():
+        if video_id in statuses and statuses[video_id] == LiveVideo.Status.LIVE:
+            continue
+        # Told apart only when refused (rare): an ended video is a 409, an unknown id a 404.
+        refusal = VideoNotLive(f"video {video_id} has ended") if video_id in statuses else NoSuchVideo(video_id)
+        for index in indexes:
+            outcomes[index] = refusal
     return outcomes
 
 
 def _write_like_batch(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | NoSuchVideo]:
     """Sync, in the likes writer thread: one batch of async callers' likes (the async path's one database
-    boundary). Outside any request, so it honours CONN_MAX_AGE itself, as a request would: on PostgreSQL the
-    connection goes back to the pool after each batch, on SQLite it is reopened per batch (not per like)."""
-    close_old_connections()
+    boundary). Outside any request, so it manages its connection itself (likes.db): kept for the next batch
+    while likes are waiting or keep coming (windows held), else closed as CONN_MAX_AGE says."""
+    db.begin()
     try:
         return _write_likes(items)
     finally:
-        close_old_connections()
+        db.end(keep=_alikes.waiting > 0 or _likes_flowing())
+
+
+def _likes_flowing() -> bool:
+    # Windows held by this process mean a like in the last window: more are likely, keep the connection. Only
+    # where the flusher thread runs (the site): it is what closes the writer's connection once they stop.
+    coalescer = _coalescer
+    return coalescer is not None and coalescer.run_flush is not None and coalescer.holds() > 0
+
+
+def _flusher_keeps_connection() -> bool:
+    """After a flush round, in the flusher thread: keep its connection while windows are held; once none is, ask
+    the writer thread to close its own connection too (each thread can only close its own)."""
+    if _likes_flowing():
+        return True
+    _WRITER.submit(_close_idle_writer_connection)
+    return False
+
+
+def _close_idle_writer_connection() -> None:
+    if _alikes.waiting == 0 and not _likes_flowing():
+        db.end(keep=False)
 
 
 # One thread: one batch is in flight per process at a time anyway (AsyncGroupCommit), and a single thread keeps
@@ -133,23 +174,35 @@ _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="likes-writer")
 _awrite_like_batch: Callable[[Sequence[tuple[int, int]]], Awaitable[list[Any]]] = sync_to_async(
     _write_like_batch, thread_sensitive=False, executor=_WRITER
 )
+# The coalescing flushes' thread: one flush at a time per process (likes.coalesce), on one warm connection.
+_FLUSHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="likes-flusher")
 
 
-def _announcer(video_id: int) -> Callable[[], None]:
+def _announcer(video_ids: list[int]) -> Callable[[], None]:
     # A named function, not a partial: Django logs a failed robust callback by its __qualname__.
     def announce_likes() -> None:
-        _announce_likes(video_id)
+        _announce_likes(video_ids)
 
     return announce_likes
 
 
-def _announce_likes(video_id: int) -> None:
+def _announce_likes(video_ids: Sequence[int]) -> None:
     coalescer = get_coalescer()
+    if coalescer.run_flush is not None:
+        # The flusher asks Redis for the windows in its next round (with its releases): the writer never waits.
+        coalescer.likes_committed_soon(video_ids)
+        return
     try:
-        coalescer.like_committed(video_id)
+        coalescer.likes_committed(video_ids)
     except (RedisError, OSError) as exc:
-        # The likes are stored; only their announcement waits for Redis (the window lock lives there).
-        logger.warning("likes of video %s stored but not announced yet (%s): retrying", video_id, exc)
+        _not_announced(list(video_ids), exc)
+
+
+def _not_announced(video_ids: list[int], exc: Exception) -> None:
+    # The likes are stored; only their announcement waits for Redis (the window locks live there).
+    logger.warning("likes of videos %s stored but not announced yet (%r): retrying", video_ids[:10], exc)
+    coalescer = get_coalescer()
+    for video_id in video_ids:
         _defer_announcement(coalescer, video_id)
 
 
@@ -177,7 +230,16 @@ def _defer_announcement(coalescer: coalesce.Coalescer, video_id: int) -> None:
         if _retry_scheduled:
             return
         _retry_scheduled = True
-    coalescer.schedule(UNANNOUNCED_RETRY_SECS, _retry_announcements)
+    coalescer.schedule(UNANNOUNCED_RETRY_SECS, partial(_start_retry, coalescer))
+
+
+def _start_retry(coalescer: coalesce.Coalescer) -> None:
+    # The scheduler may call this on the event loop: the retry talks to Redis, so it runs where flushes run.
+    (coalescer.run_flush or _call)(_retry_announcements)
+
+
+def _call(fn: Callable[[], None]) -> None:
+    fn()
 
 
 def _retry_announcements() -> None:
@@ -186,8 +248,8 @@ def _retry_announcements() -> None:
         videos = sorted(_unannounced)
         _unannounced.clear()
         _retry_scheduled = False
-    for video_id in videos:
-        _announce_likes(video_id)  # A failure defers it again.
+    if videos:
+        _announce_likes(videos)  # A failure defers them again.
 
 
 _likes: GroupCommit[tuple[int, int]] = GroupCommit(_write_likes)
@@ -196,22 +258,63 @@ _alikes: AsyncGroupCommit[tuple[int, int]] = AsyncGroupCommit(_awrite_like_batch
 
 def figures() -> dict[str, float]:
     """This process's like counters, for the worker snapshot (realtime.hooks.add_stats)."""
-    return {**_likes.stats, **_alikes.stats, **stats}
+    coalescing = {f"coalesce_{name}": value for name, value in _coalescer.stats.items()} if _coalescer else {}
+    return {**_likes.stats, **_alikes.stats, **stats, **coalescing}
 
 
 def _like_total(video_id: int) -> int | None:
     return LiveVideo.objects.filter(pk=video_id).values_list("like_count", flat=True).first()
 
 
+def _like_totals(video_ids: Sequence[int]) -> dict[int, int]:
+    return dict(LiveVideo.objects.filter(pk__in=list(video_ids)).values_list("pk", "like_count"))
+
+
 def _recent_likers(video_id: int, covered: int) -> list[dict[str, Any]]:
-    likes = Like.objects.filter(video_id=video_id).select_related("member").order_by("-id")
-    likers: dict[int, dict[str, Any]] = {}
-    for like in likes[: min(covered, LIKERS_SCAN)]:
-        if like.member is not None and like.member.pk not in likers:
-            likers[like.member.pk] = {"id": like.member.pk, "name": display_name(like.member)}
-            if len(likers) == LIKERS_PER_EVENT:
+    return _recent_likers_many({video_id: covered})[video_id]
+
+
+def _recent_likers_many(covered: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
+    """Per video, up to LIKERS_PER_EVENT distinct members among its newest min(covered, LIKERS_SCAN) likes, newest
+    first: one statement for every video of a flush, then one for the members' names.
+
+    A flush announces up to one window per video of the process at once: per video a query building 50 Like and
+    User instances cost 2-10 ms here (the flusher's largest share in the profile, docs/benchmarks.md). Each
+    video's newest likes come from its own LIMITed subquery (the (video, -id) index), glued with UNION ALL:
+    Django cannot express that on SQLite (no LIMIT inside a compound statement), so it is written out here, from
+    the model's own table and column names."""
+    found: dict[int, list[tuple[int, int]]] = {video_id: [] for video_id in covered}  # video -> [(id, member)]
+    table = connection.ops.quote_name(Like._meta.db_table)
+    columns = {field.name: connection.ops.quote_name(str(field.column)) for field in Like._meta.concrete_fields}
+    videos = [video_id for video_id, count in covered.items() if count > 0]
+    # SQLite allows at most 500 terms per compound statement.
+    for start in range(0, len(videos), 200):
+        chunk = videos[start : start + 200]
+        select = (
+            f"SELECT * FROM (SELECT {columns['id']}, {columns['video']}, {columns['member']} FROM {table} "  # noqa: S608
+            f"WHERE {columns['video']} = %s ORDER BY {columns['id']} DESC LIMIT %s) AS newest{{n}}"
+        )
+        sql = " UNION ALL ".join(select.format(n=n) for n in range(len(chunk)))
+        params = [value for video_id in chunk for value in (video_id, min(covered[video_id], LIKERS_SCAN))]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for like_id, video_id, member_id in cursor.fetchall():
+                if member_id is not None:
+                    found[video_id].append((like_id, member_id))
+    likers: dict[int, list[int]] = {}
+    for video_id, likes in found.items():
+        distinct: dict[int, None] = {}
+        for _like_id, member_id in sorted(likes, reverse=True):
+            distinct.setdefault(member_id)
+            if len(distinct) == LIKERS_PER_EVENT:
                 break
-    return list(likers.values())
+        likers[video_id] = list(distinct)
+    wanted = {member_id for members in likers.values() for member_id in members}
+    members = User.objects.only("id", "username", "first_name", "last_name").in_bulk(wanted) if wanted else {}
+    return {
+        video_id: [{"id": m, "name": display_name(members[m])} for m in member_ids if m in members]
+        for video_id, member_ids in likers.items()
+    }
 
 
 def like_event_data(video_id: int, total: int, covered: int) -> dict[str, Any]:
@@ -223,19 +326,42 @@ def _emit_likes(video_id: int, total: int, covered: int) -> None:
     publish(topics.video_likes(video_id), LIKE_CREATED, like_event_data(video_id, total, covered))
 
 
+def _emit_many_likes(rises: list[tuple[int, int, int]]) -> None:
+    # Two queries for the likers of the whole flush, one hop to the event loop and one dispatcher round.
+    likers = _recent_likers_many({video_id: covered for video_id, _total, covered in rises})
+    publish_many(
+        [
+            (
+                topics.video_likes(video_id),
+                LIKE_CREATED,
+                {"video": video_id, "count": total, "covered": covered, "by": likers[video_id]},
+            )
+            for video_id, total, covered in rises
+        ]
+    )
+
+
 def new_coalescer(
     *, store: coalesce.Store | None = None, schedule: coalesce.Scheduler | None = None, window_secs: float | None = None
 ) -> coalesce.Coalescer:
     """A coalescer announcing this app's likes; each part defaults to the configured one (tests inject)."""
     if store is None:
         store = coalesce.RedisStore.from_settings() if stores.url() else coalesce.MemoryStore()
-    return coalesce.Coalescer(
+    coalescer = coalesce.Coalescer(
         store,
         window_secs=conf.get("COALESCE_MS") / 1000 if window_secs is None else window_secs,
         read_total=_like_total,
         emit=_emit_likes,
-        schedule=timers.call_later if schedule is None else schedule,
+        schedule=timers.call_later_on_loop if schedule is None else schedule,
+        read_totals=_like_totals,
+        emit_many=_emit_many_likes,
+        on_unannounced=_not_announced,
     )
+    if schedule is None:
+        # Due windows queue on the event loop; one flusher thread flushes them, batch after batch, and keeps its
+        # connection (and the writer's) while this process holds windows (their flushes are on their way).
+        coalescer.run_flush = timers.in_thread(_FLUSHER, keep_connection=_flusher_keeps_connection)
+    return coalescer
 
 
 _coalescer: coalesce.Coalescer | None = None

@@ -76,13 +76,38 @@ def test_an_ended_or_unknown_video_refuses_every_like_of_a_batch_and_the_others_
     assert LiveVideo.objects.get(pk=live.pk).like_count == 2
 
 
-def test_a_batch_locks_its_videos_in_id_order() -> None:
+def test_a_batch_locks_its_videos_in_id_order_before_it_changes_any() -> None:
     # Two workers' batches touching the same videos must lock them in one order, or PostgreSQL deadlocks
     # them (it did: bench/likes_api.py, 67 of 593 likes failed before this order).
     owner = make_member("owner")
     first, second = make_video(owner, "first"), make_video(owner, "second")
     with CaptureQueriesContext(connection) as queries:
         services._write_likes([(second.pk, owner.pk), (first.pk, owner.pk), (second.pk, owner.pk)])
-    updated = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("UPDATE")]
-    locked = [int(re.search(r'"id" = (\d+)', sql).group(1)) for sql in updated]
-    assert locked == [first.pk, second.pk]
+    statements = [query["sql"] for query in queries.captured_queries if "likes_livevideo" in query["sql"]]
+    lock = statements[0]
+    assert lock.startswith("SELECT")
+    # Ordered by the id, the first selected column ("pk"), whichever way the backend spells it.
+    assert re.search(r'ORDER BY (1|"likes_livevideo"\."id") ASC', lock), lock
+    assert ("FOR UPDATE" in lock) == connection.features.has_select_for_update
+    assert any(sql.startswith("UPDATE") for sql in statements[1:])
+
+
+def test_a_batch_over_many_videos_costs_a_few_statements_not_a_few_per_video() -> None:
+    owner = make_member("owner")
+    videos = [make_video(owner, f"v{n}") for n in range(30)]
+    fans = [make_member(f"fan{n}") for n in range(3)]
+    # Video n gets 1 + n % 3 likes: three distinct increments, so three UPDATEs.
+    items = [(video.pk, fans[k].pk) for n, video in enumerate(videos) for k in range(1 + n % 3)]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = services._write_likes(items)
+    statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len([sql for sql in statements if sql.startswith("UPDATE")]) == 3
+    assert len([sql for sql in statements if sql.startswith("INSERT")]) == 1
+    assert len(statements) <= 8, statements  # BEGIN/COMMIT, lock, 3 UPDATEs, totals, INSERT
+    per_video: dict[int, list[int]] = {}
+    for (video_id, _member), outcome in zip(items, outcomes, strict=True):
+        per_video.setdefault(video_id, []).append(outcome)
+    assert all(counts == list(range(1, len(counts) + 1)) for counts in per_video.values())
+    for n, video in enumerate(videos):
+        video.refresh_from_db()
+        assert video.like_count == Like.objects.filter(video=video).count() == 1 + n % 3

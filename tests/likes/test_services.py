@@ -3,6 +3,7 @@
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -139,10 +140,10 @@ def test_saving_a_stale_video_keeps_the_like_count(video, alice, django_capture_
 def test_a_failing_announcement_does_not_undo_the_like(
     video, alice, coalescer, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
-    def unreachable(video_id: int) -> bool:
+    def unreachable(video_ids: Any) -> list[int]:
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(coalescer, "like_committed", unreachable)
+    monkeypatch.setattr(coalescer, "likes_committed", unreachable)
     with django_capture_on_commit_callbacks(execute=True):
         assert services.like_video(video, alice) == 1
     assert LiveVideo.objects.get(pk=video.pk).like_count == 1
@@ -273,3 +274,71 @@ def test_ending_videos_closes_them(video, alice):
     assert video.ended_at is not None
     assert other.is_live
     assert services.end_videos([video]) == 0
+
+
+def test_each_event_names_its_own_videos_recent_likers_among_the_likes_it_covers(
+    video, alice, bob, published, scheduler, django_capture_on_commit_callbacks
+):
+    other = make_video(video.owner, "other")
+    members = [make_member(f"m{n}") for n in range(3)]
+    likes = [(video, alice), (other, members[0]), (video, bob), (other, members[1]), (other, members[2])]
+    with django_capture_on_commit_callbacks(execute=True):
+        services._write_likes([(liked.pk, member.pk) for liked, member in likes])
+    # One like more on `other` by m0, in a window of its own: its event names only the likers it covers.
+    scheduler.advance(WINDOW_SECS)
+    with django_capture_on_commit_callbacks(execute=True):
+        services._write_likes([(other.pk, members[0].pk)])
+    scheduler.advance(WINDOW_SECS)
+    by_video = {(event.data["video"], event.data["count"]): event.data for event in published}
+    assert by_video[(video.pk, 2)]["by"] == [{"id": bob.pk, "name": "bob"}, {"id": alice.pk, "name": "Alice"}]
+    assert [liker["name"] for liker in by_video[(other.pk, 3)]["by"]] == ["m2", "m1", "m0"]
+    assert by_video[(other.pk, 4)]["by"] == [{"id": members[0].pk, "name": "m0"}]
+    assert by_video[(other.pk, 4)]["covered"] == 1
+
+
+def test_with_a_flusher_thread_the_writer_hands_its_videos_over_and_the_flusher_opens_their_windows(
+    video, alice, bob, published, scheduler, clock, django_capture_on_commit_callbacks
+):
+    from likes.coalesce import MemoryStore
+
+    started: list = []  # what the site runs in its flusher thread, run here when the test says
+    coalescer = services.new_coalescer(store=MemoryStore(clock), schedule=scheduler, window_secs=WINDOW_SECS)
+    coalescer.run_flush = started.append
+    services.set_coalescer(coalescer)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.like_video(video, alice) == 1
+    assert coalescer.holds() == 0  # handed over: the writer did not ask the store
+    started.pop()()
+    assert coalescer.holds() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.like_video(video, bob) == 2
+    assert started == []  # the window is open: nothing to ask
+    scheduler.advance(WINDOW_SECS)
+    started.pop()()
+    [event] = published.of_type(services.LIKE_CREATED)
+    assert (event.data["count"], event.data["covered"]) == (2, 2)
+    assert [liker["id"] for liker in event.data["by"]] == [bob.pk, alice.pk]
+
+
+def test_the_writer_keeps_its_connection_while_likes_flow_and_the_flusher_has_it_closed_when_they_stop(
+    video, alice, scheduler, clock, django_capture_on_commit_callbacks, monkeypatch
+):
+    from likes.coalesce import MemoryStore
+
+    started: list = []
+    coalescer = services.new_coalescer(store=MemoryStore(clock), schedule=scheduler, window_secs=WINDOW_SECS)
+    coalescer.run_flush = started.append
+    services.set_coalescer(coalescer)
+    asked_to_close: list = []
+    monkeypatch.setattr(services._WRITER, "submit", asked_to_close.append)
+    assert not services._likes_flowing()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.like_video(video, alice)
+    started.pop()()  # the flusher opens the window
+    assert services._likes_flowing()
+    assert services._flusher_keeps_connection()
+    assert asked_to_close == []
+    scheduler.advance(WINDOW_SECS)
+    started.pop()()  # the window's flush: no window is held any more
+    assert not services._flusher_keeps_connection()
+    assert asked_to_close == [services._close_idle_writer_connection]

@@ -73,3 +73,41 @@ def test_a_failing_job_is_logged_not_raised(caplog):
     assert ran.is_set()
     assert "scheduled call" in caplog.text
     assert "boom" in caplog.text
+
+
+async def test_on_the_loop_a_due_call_runs_on_the_loop_itself():
+    loop = asyncio.get_running_loop()
+    ran = asyncio.Event()
+    seen: dict[str, object] = {}
+
+    def due() -> None:
+        seen["thread"] = threading.current_thread()
+        ran.set()
+
+    timers.call_later_on_loop(0.01, due)
+    await asyncio.wait_for(ran.wait(), 5)
+    assert seen["thread"] is threading.current_thread()
+    assert loop.is_running()
+
+
+async def test_in_thread_runs_in_its_executor_tied_to_the_loop_and_keeps_the_connection_only_if_told():
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-flusher")
+    keep = [True]
+    done = asyncio.Event()
+    seen: list[tuple[str, object]] = []
+
+    def job() -> None:
+        seen.append((threading.current_thread().name, timers.server_loop()))
+        loop.call_soon_threadsafe(done.set)
+
+    run = timers.in_thread(executor, keep_connection=lambda: keep[0])
+    try:
+        run(job)
+        await asyncio.wait_for(done.wait(), 5)
+        assert seen == [(seen[0][0], loop)]
+        assert seen[0][0].startswith("test-flusher")
+    finally:
+        executor.shutdown(wait=True)
