@@ -316,7 +316,7 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     version), and the receivers' COUNTERS_W."""
     result: dict[str, Any] = {}
     for name, values in after.items():
-        keys = COUNTERS_W
+        keys: list[str] | tuple[str, ...] = COUNTERS_W
         if name == "d0":
             keys = [k for k, v in values.items() if k.startswith("dispatch_") and type(v) in (int, float)]
         result[name] = {key: values.get(key, 0) - before[name].get(key, 0) for key in keys}
@@ -335,14 +335,22 @@ def redis_deltas(before: dict[str, dict[str, float]], after: dict[str, dict[str,
     }
 
 
-def profile_areas(path: Path) -> dict[str, Any]:
-    """Shares of a raw py-spy profile (all threads) by area: AREAS, then GENERIC_AREAS by innermost frame."""
+def profile_areas(
+    path: Path,
+    areas_by_frame: tuple[tuple[str, tuple[str, ...]], ...] = AREAS,
+    generic_areas: tuple[tuple[str, tuple[str, ...]], ...] = GENERIC_AREAS,
+    loop_frames: tuple[str, ...] = LOOP_FRAMES,
+) -> dict[str, Any]:
+    """Shares of a raw py-spy profile (all threads) by area: `areas_by_frame` (a frame anywhere on the stack),
+    then `generic_areas` by innermost frame outside `loop_frames` (bench.publish_many passes its own)."""
     areas: Counter[str] = Counter()
     for _thread, labels, samples in h.profile_stacks(path):
-        area = next((a for a, patterns in AREAS if any(p in label for label in labels for p in patterns)), None)
+        area = next(
+            (a for a, patterns in areas_by_frame if any(p in label for label in labels for p in patterns)), None
+        )
         for label in reversed(labels if area is None else []):
-            if not label.startswith(LOOP_FRAMES):  # the loop's machinery: what it ran for is further out
-                area = next((a for a, patterns in GENERIC_AREAS if label.startswith(patterns)), None)
+            if not label.startswith(loop_frames):  # the loop's machinery: what it ran for is further out
+                area = next((a for a, patterns in generic_areas if label.startswith(patterns)), None)
                 if area:
                     break
         areas[area or "event loop itself (asyncio, uvloop, Twisted reactor)"] += samples

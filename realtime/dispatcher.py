@@ -18,6 +18,7 @@ embedded default) use `group_send`, with the history kept in this process.
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,28 @@ end
 return out
 """
 
+# A round's messages to the workers hosting its topics, as channels-redis' `send` writes each one (expired messages
+# pruned, the capacity checked, ZADD at `now`, the key's expiry reset) but for every worker of one shard in ONE
+# call: `send` makes four round trips per message, which with single-event publishes (a round or two per few
+# events) was most of a publishing worker's Redis client time (docs/benchmarks.md, A.14).
+# KEYS: the channel keys. ARGV: stale-before (s), now (s), expiry (s), then per key its capacity and message.
+# Returns per key 1 (sent) or 0 (full: `send` would raise ChannelFull).
+_SEND_LUA = """
+local stale, now, expiry = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, stale)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') >= tonumber(ARGV[2 + 2 * i]) then
+        out[i] = 0
+    else
+        redis.call('ZADD', KEYS[i], now, ARGV[3 + 2 * i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+        out[i] = 1
+    end
+end
+return out
+"""
+
 # A worker joins a topic's group (as group_add does) and learns the topic's position at that instant, in one
 # atomic step: every event it receives from then on has a greater offset, every earlier one a smaller.
 _REGISTER_LUA = """
@@ -116,13 +139,24 @@ return redis.call('HMGET', KEYS[2], 'epoch', 'seq')
 Outgoing = Template | bytes
 
 
+# Rounds start at most this often: the first publish after a quiet spell goes at once, later ones wait for the
+# next tick and share its round. Without it a worker taking single-event POSTs at 2,500/s ran a round for every
+# one or two events, and each round costs every hosting worker a channel-layer message to receive: the receivers
+# fell seconds behind (docs/benchmarks.md, A.14). At most ROUND_SECS of added latency, and only under load.
+ROUND_SECS = 0.005
+# Messages taken off the worker channel per Redis call, and how long one call blocks when none is waiting (as
+# channels-redis' own receive: its redis-py socket timeout is set above it in livesite/settings.py).
+RECEIVE_BATCH = 100
+RECEIVE_BLOCK_SECS = 5
+
+
 class Dispatcher:
     """Registration, delivery and history over one channel layer. Async; one event loop at a time.
 
-    Publishing is group-commit: while one round of sends is in flight, new events queue up, and the next
-    round sends every frame pending for a topic in ONE message per hosting worker, in call order. An idle
-    dispatcher sends at once (no added latency); a busy one sends fewer, larger messages, which is what
-    keeps Redis round trips per event falling as the publish rate rises.
+    Publishing is group-commit: while one round of sends is in flight, and until `round_secs` after it began,
+    new events queue up, and the next round sends every frame pending for a topic in ONE message per hosting
+    worker, in call order. An idle dispatcher sends at once (no added latency); a busy one sends fewer, larger
+    messages, which is what keeps Redis round trips per event falling as the publish rate rises.
     """
 
     def __init__(
@@ -131,9 +165,12 @@ class Dispatcher:
         *,
         settings: history.Settings | None = None,
         clock: Callable[[], float] = time.time,
+        round_secs: float = ROUND_SECS,
     ) -> None:
         self.layer = layer
         self.clock = clock
+        self.round_secs = round_secs
+        self._round_started = float("-inf")  # time.monotonic() of the last round's start
         self.stats = {
             "published": 0,
             "worker_messages": 0,
@@ -155,9 +192,12 @@ class Dispatcher:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._round_script: AsyncScript | None = None
+        self._send_script: AsyncScript | None = None
         self._register_script: AsyncScript | None = None
         self._read_script: AsyncScript | None = None
         self._reads: dict[tuple[str, history.Position], asyncio.Future[history.Replay]] = {}
+        self._inboxes: dict[str, deque[LayerMessage]] = {}
+        self._receiving = asyncio.Lock()
         self.publish_seconds = Histogram()
 
     async def anew_worker_channel(self) -> str:
@@ -254,10 +294,21 @@ class Dispatcher:
         if self._loop is not loop:
             # A new event loop (tests, management commands): state of a dead loop is meaningless here.
             self._loop, self._pending, self._waiters, self._flusher, self._reads = loop, {}, {}, None, {}
+            self._inboxes, self._receiving = {}, asyncio.Lock()
         return loop
 
     async def _flush(self) -> None:
         while self._pending:
+            wait_secs = self._round_started + self.round_secs - time.monotonic()
+            if wait_secs > 0:
+                try:
+                    await asyncio.sleep(wait_secs)
+                except asyncio.CancelledError:
+                    stopped = DispatchUnavailable("the dispatcher was stopped")
+                    _settle(self._waiters, dict.fromkeys(self._waiters, stopped))
+                    self._pending, self._waiters = {}, {}
+                    raise
+            self._round_started = time.monotonic()
             pending, waiters = self._pending, self._waiters
             self._pending, self._waiters = {}, {}
             try:
@@ -286,9 +337,8 @@ class Dispatcher:
             entry = [topic, epoch, first, _frames(topic, outgoing, epoch, first)]
             for channel in members:
                 per_worker.setdefault(channel, []).append(entry)
-        results = await asyncio.gather(
-            *(self.layer.send(channel, {"type": EVENTS, "events": events}) for channel, events in per_worker.items()),
-            return_exceptions=True,
+        results = await self._send_messages(
+            {channel: {"type": EVENTS, "events": events} for channel, events in per_worker.items()}
         )
         for channel, result in zip(per_worker, results, strict=True):
             if isinstance(result, ChannelFull):
@@ -305,6 +355,50 @@ class Dispatcher:
         self.stats["worker_messages"] += len(per_worker)
         self.stats["lookups"] += 1
         return {}
+
+    async def _send_messages(self, messages: dict[str, LayerMessage]) -> list[BaseException | None]:
+        """Each message onto its worker channel (channels-redis), one script call per Redis shard; per message in
+        order: None (sent), ChannelFull, or the error that kept its shard from being reached."""
+        layer: Any = self.layer  # channels-redis: its shards, key format, serializer and capacities, as send uses them
+        by_shard: dict[int, list[str]] = {}
+        others = []
+        for channel in messages:
+            if "!" in channel:
+                by_shard.setdefault(layer.consistent_hash(channel), []).append(channel)
+            else:
+                others.append(channel)  # Not a worker channel: nothing sends events there, but `send` knows how.
+        now = time.time()
+        head = [int(now) - int(layer.expiry), now, int(layer.expiry)]
+
+        async def run(index: int, channels: list[str]) -> list[int]:
+            keys: list[str] = []
+            args: list[Any] = list(head)
+            for channel in channels:
+                keys.append(layer.prefix + layer.non_local_name(channel))
+                message = {**messages[channel], "__asgi_channel__": channel}
+                args += [layer.get_capacity(channel), layer.serialize(message)]
+            connection = layer.connection(index)
+            if self._send_script is None:
+                self._send_script = connection.register_script(_SEND_LUA)
+            sent: list[int] = await self._send_script(keys=keys, args=args, client=connection)
+            return sent
+
+        shards = list(by_shard.items())
+        results = await asyncio.gather(
+            *(run(index, channels) for index, channels in shards),
+            *(layer.send(channel, messages[channel]) for channel in others),
+            return_exceptions=True,
+        )
+        outcome: dict[str, BaseException | None] = {}
+        for (_, channels), result in zip(shards, results, strict=False):
+            for position, channel in enumerate(channels):
+                if isinstance(result, BaseException):
+                    outcome[channel] = result
+                else:
+                    outcome[channel] = None if int(result[position]) else ChannelFull()
+        for channel, result in zip(others, results[len(shards) :], strict=True):
+            outcome[channel] = result if isinstance(result, BaseException) else None
+        return [outcome[channel] for channel in messages]
 
     async def _round(self, pending: dict[str, list[Outgoing]]) -> dict[str, tuple[list[str], str, int]]:
         """topic -> (hosting worker channels, epoch, first offset of its events), the events stored."""
@@ -469,8 +563,42 @@ class Dispatcher:
         await self.layer.send(worker_channel, message)
 
     async def areceive(self, worker_channel: str) -> LayerMessage:
-        message: LayerMessage = await self.layer.receive(worker_channel)
-        return message
+        """The next message on this process's worker channel (the worker's receive loop is its one reader).
+
+        On channels-redis, up to RECEIVE_BATCH waiting messages are taken in one ZPOPMIN, and Redis is blocked
+        on (BZPOPMIN) only when none is waiting. The layer's own `receive` costs four round trips per message
+        (its crash-safety backup queue included), each waiting for a turn of the event loop: a worker also
+        serving thousands of POSTs a second received a few dozen messages a second that way, and delivered
+        events seconds late (docs/benchmarks.md, A.14). What that backup queue guarded, a message popped by a
+        receive cancelled before it returned, can only happen here when the worker stops; a lost event message is
+        found as a hole by the sequencer and filled from the history, a lost reply times out its RPC.
+        """
+        if not self._direct:
+            message: LayerMessage = await self.layer.receive(worker_channel)
+            return message
+        self._bound_loop()
+        inbox = self._inboxes.setdefault(worker_channel, deque())
+        while not inbox:
+            # One Redis read at a time: every channel of this process shares one key, and what a read takes off
+            # goes to each message's own channel. (A process has one worker channel; tests may make several.)
+            async with self._receiving:
+                if not inbox:
+                    await self._fill_inboxes(worker_channel)
+        return inbox.popleft()
+
+    async def _fill_inboxes(self, channel: str) -> None:
+        layer: Any = self.layer  # channels-redis: the key, shard and serializer its own receive uses
+        key = layer.prefix + layer.non_local_name(channel)
+        connection = layer.connection(layer.consistent_hash(channel))
+        members = [row[0] for row in await connection.zpopmin(key, RECEIVE_BATCH)]
+        if not members:
+            found = await connection.bzpopmin(key, timeout=RECEIVE_BLOCK_SECS)
+            if found is None:
+                return
+            members = [found[1]]
+        for member in members:
+            message = layer.deserialize(member)
+            self._inboxes.setdefault(message.pop("__asgi_channel__", channel), deque()).append(message)
 
 
 def _frames(topic: str, outgoing: list[Outgoing], epoch: str, first: int) -> list[bytes]:
