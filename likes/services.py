@@ -5,6 +5,7 @@ Events, each published through realtime.publish after the transaction that store
   like event, "by": up to LIKERS_PER_EVENT recent likers [{"id", "name"}]}; coalesced (likes.coalesce).
 - `comment.created` and `comment.unhidden` on `video.{id}.comments`: the comment as the API shows it.
 - `comment.hidden` on `video.{id}.comments`: {"id", "video"} only; a moderated text is not sent out again.
+- `video.ended` on `video.{id}.likes`: {"video", "ended_at"} when an admin ends a live video.
 """
 
 import logging
@@ -35,6 +36,7 @@ LIKE_CREATED = "like.created"
 COMMENT_CREATED = "comment.created"
 COMMENT_HIDDEN = "comment.hidden"
 COMMENT_UNHIDDEN = "comment.unhidden"
+VIDEO_ENDED = "video.ended"
 LIKERS_PER_EVENT = 5
 # How many of the newest likes are scanned for distinct likers' names.
 LIKERS_SCAN = 50
@@ -485,7 +487,18 @@ def delete_comments(comments: Iterable[Comment]) -> int:
 
 
 def end_videos(videos: Iterable[LiveVideo]) -> int:
-    """End live videos now: they take no more likes or comments. Returns how many ended."""
-    return LiveVideo.objects.filter(pk__in=[video.pk for video in videos], status=LiveVideo.Status.LIVE).update(
-        status=LiveVideo.Status.ENDED, ended_at=timezone.now()
-    )
+    """End live videos now: they take no more likes or comments. Returns how many ended.
+
+    After commit, publishes `video.ended` {"video", "ended_at"} on `video.{id}.likes`: open watch pages stop."""
+    with transaction.atomic():
+        ending = list(
+            LiveVideo.objects.select_for_update()
+            .filter(pk__in=[video.pk for video in videos], status=LiveVideo.Status.LIVE)
+            .values_list("pk", flat=True)
+        )
+        now = timezone.now()
+        LiveVideo.objects.filter(pk__in=ending).update(status=LiveVideo.Status.ENDED, ended_at=now)
+        events = [(topics.video_likes(pk), VIDEO_ENDED, {"video": pk, "ended_at": now.isoformat()}) for pk in ending]
+        if events:
+            transaction.on_commit(lambda: publish_many(events), robust=True)
+    return len(ending)

@@ -265,15 +265,26 @@ def test_deleting_visible_comments_removes_them_from_pages(video, alice, publish
 # -- videos ---------------------------------------------------------------------------------------
 
 
-def test_ending_videos_closes_them(video, alice):
+def test_ending_videos_closes_them_and_tells_open_pages_after_commit(
+    video, alice, published, django_capture_on_commit_callbacks
+):
     other = make_video(alice, "other")
-    assert services.end_videos([video]) == 1
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.end_videos([video]) == 1
+    assert published == []  # not before the commit
+    for callback in callbacks:
+        callback()
     video.refresh_from_db()
     other.refresh_from_db()
     assert video.status == LiveVideo.Status.ENDED
     assert video.ended_at is not None
     assert other.is_live
-    assert services.end_videos([video]) == 0
+    assert [(e.topic, e.type, e.data) for e in published] == [
+        (f"video.{video.pk}.likes", "video.ended", {"video": video.pk, "ended_at": video.ended_at.isoformat()})
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.end_videos([video]) == 0  # already ended: nothing announced again
+    assert len(published) == 1
 
 
 def test_each_event_names_its_own_videos_recent_likers_among_the_likes_it_covers(
