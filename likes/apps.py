@@ -12,4 +12,5 @@ class LikesConfig(AppConfig):
         # Anyone watching may read a video's likes and comments; only likes.services announces them.
         policies.declare(policies.Namespace("video.{id}.likes", owner="likes.services"))
         policies.declare(policies.Namespace("video.{id}.comments", owner="likes.services"))
+        policies.declare(policies.Namespace("videos.likes", owner="likes.services"))
         hooks.add_stats("likes", services.figures)

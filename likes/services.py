@@ -6,6 +6,8 @@ Events, each published through realtime.publish after the transaction that store
 - `comment.created` and `comment.unhidden` on `video.{id}.comments`: the comment as the API shows it.
 - `comment.hidden` on `video.{id}.comments`: {"id", "video"} only; a moderated text is not sent out again.
 - `video.ended` on `video.{id}.likes`: {"video", "ended_at"} when an admin ends a live video.
+- On `videos.likes`, for the home page's cards: `like.total` {"video", "count"} with each `like.created`, and
+  `video.ended` with each one above.
 """
 
 import logging
@@ -37,6 +39,10 @@ COMMENT_CREATED = "comment.created"
 COMMENT_HIDDEN = "comment.hidden"
 COMMENT_UNHIDDEN = "comment.unhidden"
 VIDEO_ENDED = "video.ended"
+LIKE_TOTAL = "like.total"
+# Every live video's like total and end, on one topic the home page's cards follow. Not video.{id}.likes: the
+# census counts that topic's subscribers as the video's viewers, and a visitor of the home page watches none.
+ALL_VIDEOS_TOPIC = "videos.likes"
 LIKERS_PER_EVENT = 5
 # How many of the newest likes are scanned for distinct likers' names.
 LIKERS_SCAN = 50
@@ -325,7 +331,12 @@ def like_event_data(video_id: int, total: int, covered: int) -> dict[str, Any]:
 
 
 def _emit_likes(video_id: int, total: int, covered: int) -> None:
-    publish(topics.video_likes(video_id), LIKE_CREATED, like_event_data(video_id, total, covered))
+    publish_many(
+        [
+            (topics.video_likes(video_id), LIKE_CREATED, like_event_data(video_id, total, covered)),
+            (ALL_VIDEOS_TOPIC, LIKE_TOTAL, {"video": video_id, "count": total}),
+        ]
+    )
 
 
 def _emit_many_likes(rises: list[tuple[int, int, int]]) -> None:
@@ -340,6 +351,7 @@ def _emit_many_likes(rises: list[tuple[int, int, int]]) -> None:
             )
             for video_id, total, covered in rises
         ]
+        + [(ALL_VIDEOS_TOPIC, LIKE_TOTAL, {"video": video_id, "count": total}) for video_id, total, _ in rises]
     )
 
 
@@ -498,7 +510,11 @@ def end_videos(videos: Iterable[LiveVideo]) -> int:
         )
         now = timezone.now()
         LiveVideo.objects.filter(pk__in=ending).update(status=LiveVideo.Status.ENDED, ended_at=now)
-        events = [(topics.video_likes(pk), VIDEO_ENDED, {"video": pk, "ended_at": now.isoformat()}) for pk in ending]
+        events = [
+            (topic, VIDEO_ENDED, {"video": pk, "ended_at": now.isoformat()})
+            for pk in ending
+            for topic in (topics.video_likes(pk), ALL_VIDEOS_TOPIC)
+        ]
         if events:
             transaction.on_commit(lambda: publish_many(events), robust=True)
     return len(ending)

@@ -18,10 +18,9 @@ from web.api import member_names
 MAX_PANEL_MEMBERS = 100
 MAX_LIVE_CARDS = 48
 MAX_ENDED_CARDS = 12
-# How often the home page rereads its cards' like counts (GET /api/videos): a like event would count the home
-# page's visitor as a viewer of every video (the census counts subscribers of video.{id}.likes), so likes
-# there are polled, not streamed. Viewer counts are streamed (census.* topics count nobody).
-HOME_REFRESH_SECS = 15
+# How often the home page rereads its cards (GET /api/videos): a safety net and the way it learns of videos that
+# started since it loaded; like totals and ends arrive on the stream (videos.likes).
+HOME_REFRESH_SECS = 60
 
 
 def _hue(video: LiveVideo) -> int:

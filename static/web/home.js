@@ -1,12 +1,12 @@
-/* The home page: each live card's viewer count on the stream, its like count and status reread now and then. */
+/* The home page: each live card's viewer and like counts, and its end, on the stream. */
 (function () {
   "use strict";
 
-  // Viewer counts come from the census topics (census.video.N.likes), which count nobody. Like counts
-  // cannot come from video.N.likes: the census counts that topic's subscribers as the video's viewers, and
-  // a visitor of this page watches none of them. So likes, and which videos are still live, are reread
-  // from GET /api/videos every data-refresh-secs while the page is visible, and at once when it becomes
-  // visible again.
+  // Viewer counts come from the census topics (census.video.N.likes), which count nobody. Like counts and ends
+  // come from videos.likes, one topic for every video (video.N.likes would count this visitor as a viewer of
+  // each video: the census counts that topic's subscribers). GET /api/videos is reread every data-refresh-secs
+  // while the page is visible, after a gap, and when the page becomes visible again: for videos that started
+  // since the page loaded, and as a safety net.
   const root = document.getElementById("home");
   const refreshMs = (Number(root.dataset.refreshSecs) || 15) * 1000;
   const liveList = document.getElementById("live-cards");
@@ -21,6 +21,7 @@
   const dropped = (what, data) => console.warn(`home: ignored a malformed ${what}`, data);
 
   const cards = new Map(); // video id -> the live card
+  const likeCounts = new Map(); // video id -> the highest like total shown (coalesced totals only rise)
   for (const li of liveList.querySelectorAll("[data-video]")) cards.set(Number(li.dataset.video), li);
 
   function showViewers(li, count) {
@@ -30,6 +31,9 @@
 
   function showLikes(li, count) {
     if (!isCount(count)) return dropped("like count", count);
+    const id = Number(li.dataset.video);
+    if (count < (likeCounts.get(id) || 0)) return; // an older total arriving late
+    likeCounts.set(id, count);
     li.querySelector("[data-likes]").textContent = String(count);
     li.querySelector("[data-likes-word]").textContent = count === 1 ? "like" : "likes";
   }
@@ -44,6 +48,19 @@
     subscription.catch(() => {}); // a refusal shows in the connection state
     subscriptions.set(id, subscription);
   }
+  rt.subscribe("videos.likes", {
+    "like.total": (event) => {
+      const data = isObject(event.data) ? event.data : {};
+      const li = cards.get(data.video);
+      if (li) showLikes(li, data.count);
+    },
+    "video.ended": (event) => {
+      const id = isObject(event.data) ? event.data.video : undefined;
+      const li = cards.get(id);
+      if (li) ended(id, li);
+    },
+    gap: refresh,
+  }).catch(() => {}); // a refusal shows in the connection state
   rt.onState((state) => {
     conn.textContent = { connected: "counts live", connecting: "connecting…", reconnecting: "reconnecting…" }[state] || state;
     conn.classList.toggle("ok", state === "connected");

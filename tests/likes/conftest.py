@@ -30,10 +30,14 @@ class Recorder(list):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__()
         self.clock = clock
+        # What goes to the home page's topic (services.ALL_VIDEOS_TOPIC), kept apart: the tests of a video's own
+        # events read the list itself.
+        self.all_videos: list[Published] = []
 
     def publish(self, topic: str, event_type: str, data: Any) -> Any:
         event = build_event(topic, event_type, data)  # raises on a bad topic, type or payload
-        self.append(Published(topic, event_type, data, self.clock.now))
+        found = Published(topic, event_type, data, self.clock.now)
+        (self.all_videos if topic == services.ALL_VIDEOS_TOPIC else self).append(found)
         return event
 
     def publish_many(self, items: Any) -> list[Any]:

@@ -279,9 +279,9 @@ def test_ending_videos_closes_them_and_tells_open_pages_after_commit(
     assert video.status == LiveVideo.Status.ENDED
     assert video.ended_at is not None
     assert other.is_live
-    assert [(e.topic, e.type, e.data) for e in published] == [
-        (f"video.{video.pk}.likes", "video.ended", {"video": video.pk, "ended_at": video.ended_at.isoformat()})
-    ]
+    ended = {"video": video.pk, "ended_at": video.ended_at.isoformat()}
+    assert [(e.topic, e.type, e.data) for e in published] == [(f"video.{video.pk}.likes", "video.ended", ended)]
+    assert [(e.topic, e.type, e.data) for e in published.all_videos] == [("videos.likes", "video.ended", ended)]
     with django_capture_on_commit_callbacks(execute=True):
         assert services.end_videos([video]) == 0  # already ended: nothing announced again
     assert len(published) == 1
@@ -305,6 +305,13 @@ def test_each_event_names_its_own_videos_recent_likers_among_the_likes_it_covers
     assert [liker["name"] for liker in by_video[(other.pk, 3)]["by"]] == ["m2", "m1", "m0"]
     assert by_video[(other.pk, 4)]["by"] == [{"id": members[0].pk, "name": "m0"}]
     assert by_video[(other.pk, 4)]["covered"] == 1
+    # The home page's topic carries each total as well, and nothing else about the likes.
+    totals = [(event.topic, event.type, event.data) for event in published.all_videos]
+    expected = [
+        ("videos.likes", "like.total", {"video": event.data["video"], "count": event.data["count"]})
+        for event in published
+    ]
+    assert sorted(totals, key=str) == sorted(expected, key=str)
 
 
 def test_with_a_flusher_thread_the_writer_hands_its_videos_over_and_the_flusher_opens_their_windows(
