@@ -113,7 +113,12 @@ class Worker:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port, self.process)
+        try:
+            # Generous: a worker imports Django and the whole site; on a loaded 2-core machine that took over 20 s.
+            wait_for_port(self.port, self.process, timeout=45.0)
+        except BaseException:
+            self.stop()  # never leave a half-started worker behind: nobody else holds it to stop it
+            raise
         return self
 
     def kill(self) -> None:
