@@ -6,6 +6,8 @@ PORT ?= 8000
 WORKERS ?= 2
 BASE_PORT ?= 8101
 REDIS_URL ?= redis://127.0.0.1:6379/0
+# pytest processes for `make test` (pytest-xdist): a system test mostly waits on its workers and browser.
+TEST_PROCESSES ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run run-cluster test typecheck test-postgres lint format bench screenshot clean
@@ -36,7 +38,7 @@ test: venv ## Set up and run the whole test suite (lint and type check included)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 typecheck: venv ## Type-check the code with mypy (settings in pyproject.toml)
 	$(BIN)/mypy
