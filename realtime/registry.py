@@ -4,16 +4,22 @@ The hub says which topics have local subscribers; the registry makes the dispatc
 agree with it, and renews the leases so a worker that dies without cleaning up (SIGKILL) drops out of every
 topic within one lease.
 
-The two must converge whatever fails. A registration that fails raises RegistryUnavailable to its caller
-(who answers 503 and rolls its subscription back) and marks the registry out of step; every lease tick, and
-every second while out of step, `aresync` makes the store match the hub as a whole: every hosted topic
-renewed or added, every topic no longer hosted withdrawn. So a Redis restart (which loses every group), a
-failed `group_add` or a failed deregistration is repaired within a second of Redis answering again.
+Leases are renewed a slice at a time (`arenew`, one step about every second): the topics are dealt into the
+steps of a cycle (a third of a lease) by their hash, so each registered topic's lease is renewed once per cycle,
+one registered mid-cycle within two cycles (two thirds of a lease), and none lapses while the worker runs.
+Each step also withdraws the topics of its slice no longer hosted. Renewing every topic at once, on every
+worker in the same instant, stalled deliveries for 1-3 s each tick at 100,000 streams (docs/benchmarks.md A.14).
+
+The two must converge whatever fails. A registration or renewal that fails raises RegistryUnavailable to its
+caller (who answers 503 and rolls its subscription back) and marks the registry out of step; every second
+while out of step, `aresync` makes the store match the hub as a whole: every hosted topic renewed or added,
+every topic no longer hosted withdrawn. So a Redis restart (which loses every group), a failed `group_add` or
+a failed deregistration is repaired within a second of Redis answering again.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from channels_redis.core import RedisChannelLayer
@@ -27,9 +33,19 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 REFRESH_BATCH = 5000
+# Topics per pipelined call of a routine renewal step: the worker's loop builds and parses each one between
+# deliveries, and Redis runs it between publishes, so each stays a few milliseconds.
+RENEW_BATCH = 500
+# A routine renewal step about this often; a cycle of steps renews every lease once per third of a lease.
+RENEW_STEP_SECS = 1.0
 # Registry calls in flight at once: a burst of closing streams (100 x 128 topics) waits its turn instead of
 # exhausting the Redis connection pool and failing.
 MAX_CONCURRENT_CALLS = 32
+
+
+def renewal_steps(lease_secs: float, step_secs: float = RENEW_STEP_SECS) -> int:
+    """Steps per renewal cycle (a third of a lease) so that a step comes about every `step_secs`; at least 1."""
+    return max(1, round(lease_secs / 3 / step_secs))
 
 
 class RegistryUnavailable(RedisError):
@@ -51,6 +67,7 @@ class Registry:
         always: Collection[str] = (),
         max_concurrent_calls: int = MAX_CONCURRENT_CALLS,
         positioned: Callable[[str, Position | None], None] | None = None,
+        renew_steps: int = 1,
     ) -> None:
         self.dispatcher = dispatcher
         self.channel = channel
@@ -66,6 +83,10 @@ class Registry:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # topic -> (lock, [users])
         self._calls = asyncio.Semaphore(max_concurrent_calls)
         self._run_ids: list[str] | None = None  # each shard's, last seen (realtime.layers: channels-redis)
+        # The routine renewal: `renew_steps` calls of `arenew` per cycle, the next one being `_step` of `_slices`.
+        self.renew_steps = max(1, renew_steps)
+        self._step = 0
+        self._slices: list[list[str]] = []
 
     async def async_topics(self, topics: list[str]) -> None:
         """Make the registration of each topic match the hub; returns once all are in place.
@@ -75,12 +96,17 @@ class Registry:
         if len(topics) == 1:
             await self._sync(topics[0])
         elif topics:
-            results = await asyncio.gather(*(self._sync(topic) for topic in topics), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            await self._all([self._sync(topic) for topic in topics])
 
-    async def _sync(self, topic: str) -> None:
+    @staticmethod
+    async def _all(changes: Sequence[Awaitable[None]]) -> None:
+        # Every change runs to its end even if another failed; the first failure is raised after.
+        results = await asyncio.gather(*changes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _sync(self, topic: str, *, leftover: bool = False) -> None:
         # Serialised per topic and decided when the lock is held, so a deregistration scheduled by a closing
         # stream can never undo the registration a new subscriber needs, and a second subscriber returns only
         # once the first one's registration is in place.
@@ -97,7 +123,8 @@ class Registry:
                     self.registered.add(topic)
                     if self.positioned is not None:
                         self.positioned(topic, position)
-                elif not wanted and topic in self.registered:
+                elif not wanted and (topic in self.registered or leftover):
+                    # leftover: a renewal may have re-added it in the store after its deregistration.
                     self.registered.discard(topic)
                     try:
                         await self._call(self.dispatcher.aderegister(topic, self.channel))
@@ -145,6 +172,55 @@ class Registry:
             logger.info("worker %s: registrations repaired (%d topics)", self.channel, len(hosted))
             self.stats["registry_resyncs"] += 1
         self.out_of_step = False
+
+    async def arenew(self) -> None:
+        """One step of the routine renewal (the worker calls it `renew_steps` times per third of a lease): renew
+        the leases of this step's slice of the registered topics, withdraw those of the slice no longer hosted.
+
+        Does nothing while out of step: the repair's full resync renews everything then. Raises
+        RegistryUnavailable on failure (out of step), like every other registration change.
+        """
+        if self.out_of_step:
+            return
+        if self._step == 0:
+            self._deal()
+        topics = self._slices[self._step]
+        self._slices[self._step] = []
+        self._step = (self._step + 1) % self.renew_steps
+        hosted = self.hosted()
+        renew: list[str] = []
+        changes: list[str] = []  # withdrawn, or hosted but not registered: each under its topic's lock
+        for topic in topics:
+            wanted = topic in self.always or topic in hosted
+            if topic in self.registered and wanted:
+                renew.append(topic)
+            elif topic in self.registered or (wanted and topic not in self._locks):
+                # Withdrawn if no longer hosted; registered if hosted with no change under way (left by a failure).
+                changes.append(topic)
+        try:
+            for start in range(0, len(renew), RENEW_BATCH):
+                async with self._calls:
+                    await self.dispatcher.arefresh(renew[start : start + RENEW_BATCH], self.channel)
+        except (RedisError, OSError) as exc:
+            self.out_of_step = True
+            self.stats["registry_failures"] += 1
+            logger.warning("worker %s: a lease renewal failed (%s); it will be repaired", self.channel, exc)
+            raise RegistryUnavailable(f"the real-time registry is unreachable: {exc}") from exc
+        # A topic let go while its renewal was in flight may be back in the store (the renewal landed after
+        # its deregistration): withdraw it again, under its lock, unless it is wanted by now.
+        hosted = self.hosted()
+        leftovers = [t for t in renew if t not in self.registered and t not in self.always and t not in hosted]
+        await self._all(
+            [self._sync(topic) for topic in changes] + [self._sync(topic, leftover=True) for topic in leftovers]
+        )
+
+    def _deal(self) -> None:
+        # By hash, stable for the process's life: a topic is renewed at the same step of every cycle, so exactly
+        # once per cycle, and the slices are about equal whatever the topics are called.
+        steps = self.renew_steps
+        self._slices = [[] for _ in range(steps)]
+        for topic in {*self.registered, *self.hosted(), *self.always}:
+            self._slices[hash(topic) % steps].append(topic)
 
     async def arepair(self) -> None:
         """Resync only if out of step (the worker calls this every second)."""

@@ -13,6 +13,7 @@ import contextvars
 import heapq
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,7 +35,7 @@ from realtime.dispatcher import (
 from realtime.history import Position
 from realtime.hub import CLOSING_FRAME, Connection, Hub, Payload, after_floor
 from realtime.outbox import Outbox
-from realtime.registry import Registry, RegistryUnavailable
+from realtime.registry import Registry, RegistryUnavailable, renewal_steps
 from realtime.rpc import (
     FORBIDDEN_TOPIC,
     NOT_YOUR_CONNECTION,
@@ -125,12 +126,13 @@ class Worker:
             self._hosted,
             always=[revocation.CONTROL_GROUP],
             positioned=self.sequencer.start,
+            renew_steps=renewal_steps(self.lease_secs),
         )
         self.rpc = Rpc(self.dispatcher, self.channel, timeout_secs=self.rpc_timeout_secs)
         self._tasks = [
             self._task(self._receive_loop(), name="realtime-receive"),
             self._task(self.outbox.run(), name="realtime-flush"),
-            self._task(self._every(self.lease_secs / 3, self.registry.aresync), name="realtime-leases"),
+            self._task(self._renew_leases(), name="realtime-leases"),
             self._task(self._every(REPAIR_SECS, self._repair, quiet=True), name="realtime-repair"),
             self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
             self._task(caps.abeat_forever(self.channel), name="realtime-alive"),
@@ -534,6 +536,14 @@ class Worker:
             except BaseException:
                 self._sweep_due = True
                 raise
+
+    async def _renew_leases(self) -> None:
+        """Forever: one step of the registry's lease renewal every `lease_secs / 3 / renew_steps` seconds."""
+        step_secs = self.lease_secs / 3 / self.registry.renew_steps
+        # At a random phase: workers started together would otherwise all renew in the same instant.
+        await asyncio.sleep(random.uniform(0, step_secs))
+        # Quiet: a failed renewal is logged by the registry, and the repair task takes over until it is fixed.
+        await self._every(step_secs, self.registry.arenew, quiet=True)
 
     async def _sweep(self) -> None:
         """After a fault: deliver what each hosted topic's history has beyond this worker's position (events
