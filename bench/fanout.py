@@ -1,14 +1,17 @@
 """Broadcast fan-out: N SSE streams on one topic over W Daphne workers; publish M events; measure.
 
     .venv/bin/python -m bench.fanout --workers 2 --connections 1000
+    .venv/bin/python -m bench.fanout --workers 2 --connections 1000 --server uvicorn   # same app under uvicorn
 
 Its own redis-server and W workers on free loopback ports (bench/harness.py); N streams (`GET /realtime/connect?
 topics=bench.shared`) round-robin over the workers from C client processes and K source addresses 127.0.0.x; M
 events through `POST /api/publish` at a fixed rate, round-robin over the workers. Reports streams held, memory per
 stream (RSS, PSS, USS), fds, publish-to-receive latency, fan-out completion per event, deliveries/s, losses and the
-CPU of servers and client. `--target eventstream` measures django-eventstream's minimal project instead
-(bench/peers/eventstream, its own virtualenv) with the same client and publisher: streams `GET /events/?channel=`
-(held at their first bytes: no `connected` frame), publishes `POST /publish`, stats `GET /stats`.
+CPU of servers and client. `--server uvicorn` runs the workers under uvicorn (uvloop, httptools) instead of
+Daphne (`python -m livesite.serve`): the same app, everything else alike. `--target eventstream` measures
+django-eventstream's minimal project instead (bench/peers/eventstream, its own virtualenv) with the same client
+and publisher: streams `GET /events/?channel=` (held at their first bytes: no `connected` frame), publishes
+`POST /publish`, stats `GET /stats`.
 """
 
 import argparse
@@ -19,14 +22,19 @@ import sys
 from typing import Any
 
 from bench import harness as h
+from livesite import devredis
 
+SERVERS = ("daphne", "uvicorn")
+# As bench/publish_many.py and tests/system/harness.py start it; its default accept queue is 2048.
+UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
 WHAT_IF = ("--rev", "--worker-gc-stats", "--worker-gc-threshold", "--worker-gc-freeze", "--worker-uvloop")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("livesite", "eventstream"), default="livesite", help="server measured")
-    parser.add_argument("--workers", type=int, default=2, help="Daphne workers (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
+    parser.add_argument("--server", choices=SERVERS, default="daphne", help="livesite's workers run under (daphne)")
     parser.add_argument("--connections", type=int, default=1000, help="SSE streams to open (default 1000)")
     parser.add_argument("--events", type=int, default=100, help="events to publish (default 100)")
     parser.add_argument("--rate", type=float, default=10.0, help="events published per second (default 10)")
@@ -84,8 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     given = [option for option in (*WHAT_IF, "--worker-env") if getattr(args, option[2:].replace("-", "_"))]
     if args.target != "livesite" and given:
         parser.error(f"{', '.join(given)}: livesite only")
+    if args.target != "livesite" and args.server != "daphne":
+        parser.error("--server: livesite only")
+    if args.server == "uvicorn" and args.worker_uvloop:
+        parser.error("--worker-uvloop: Daphne only (uvicorn runs on uvloop already)")
     prefix = "fanout" if args.target == "livesite" else f"fanout-{args.target}"
-    args.name = args.name or f"{prefix}-w{args.workers}-c{args.connections}"
+    server = "" if args.server == "daphne" else f"-{args.server}"
+    args.name = args.name or f"{prefix}{server}-w{args.workers}-c{args.connections}"
     return args
 
 
@@ -99,8 +112,34 @@ def what_if_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 class Fanout(h.Harness):
+    def start_workers(
+        self,
+        count: int,
+        env: dict[str, str],
+        *,
+        names: list[str] | None = None,
+        ports: list[int] | None = None,
+        backlog: int = 0,
+    ) -> list[h.Managed]:
+        """Daphne workers as every benchmark starts them, or with --server uvicorn uvicorn ones on the same app."""
+        if self.args.server == "daphne" or self.peer:
+            return super().start_workers(count, env, names=names, ports=ports, backlog=backlog)
+        started = []
+        for index in range(count):
+            port = ports[index] if ports else devredis.free_port()
+            name = names[index] if names else f"w{index}"
+            gc = {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
+            command = [h.PYTHON, *UVICORN, "--host", "127.0.0.1", "--port", str(port), "livesite.asgi:application"]
+            started.append(self.spawn(name, command, env | gc, self.site_root(), port))
+            started[-1].info["gc_stats"] = gc.get("BENCH_GC_STATS")
+        for worker in started:
+            h.wait_for_port(worker.port, worker.process, self.deadline)
+        self.workers += started
+        return started
+
     async def main(self) -> dict[str, Any]:
         args, report = self.args, self.report
+        report["server"] = args.server
         env = what_if_env(args)
         if set(env) & {"BENCH_GC_STATS", "BENCH_GC_THRESHOLD", "BENCH_GC_FREEZE_SECS", "BENCH_UVLOOP"}:
             env["PYTHONPATH"] = f"{h.HOOKS}:{self.site_root()}"
@@ -194,6 +233,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"### {args['name']} ({report['stamp']}, code {h.code_label(report)})",
         "",
+        *([f"Workers under {report['server']}.", ""] if report.get("server") else []),
         "| measure | value |",
         "| --- | --- |",
         f"| streams held | {conn['held']:,} of {conn['requested']:,} ({args['workers']} workers, {args['clients']} "

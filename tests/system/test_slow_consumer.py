@@ -1,7 +1,7 @@
 """A stream that stops reading is reset once its backlog is full; the others keep receiving everything.
 
-Under both servers: Daphne (direct socket writes, Twisted's backpressure) and uvicorn (whose `send` awaits the
-socket's drain: the queued writer keeps that wait off the fan-out).
+Under both servers: Daphne (direct socket writes, Twisted's backpressure) and uvicorn (direct transport writes,
+uvicorn's own flow control; its `send`, which awaits the drain, only ends the response).
 """
 
 import asyncio
