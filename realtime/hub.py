@@ -146,20 +146,25 @@ class Hub:
     subscriber, so the caller can register or deregister this worker for them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keepalive_slices: int = 1) -> None:
         self.connections: dict[str, Connection] = {}
         self.topics: dict[str, set[Connection]] = {}
         self.members: dict[int, int] = {}
         self.stats = {"delivered": 0, "overflow_closed": 0, "events": 0, "keepalives_skipped": 0}
         # Keep-alive rounds so far, and per topic the round in which it last fanned out: a stream with an event
-        # since the last round needs no keep-alive in the next one.
+        # since its slice's last round needs no keep-alive in this one.
         self.keepalive_round = 0
         self.fanned_out: dict[str, int] = {}
-        # Streams opened per writer kind ("daphne-direct", "queued"): the tests check which path is in use.
+        # The streams dealt into slices by id; each keep-alive round visits the next slice.
+        self.keepalive_slices: list[set[Connection]] = [set() for _ in range(max(1, keepalive_slices))]
+        # Streams opened per writer kind ("daphne-direct", "uvicorn-direct", "queued"): the tests check which
+        # path is in use.
         self.writers: dict[str, int] = {}
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
+        slices = self.keepalive_slices
+        slices[hash(conn.id) % len(slices)].add(conn)
         self.writers[conn.writer.kind] = self.writers.get(conn.writer.kind, 0) + 1
         if conn.member_id is not None:
             self.members[conn.member_id] = self.members.get(conn.member_id, 0) + 1
@@ -197,6 +202,8 @@ class Hub:
     def remove(self, conn: Connection) -> list[str]:
         if self.connections.pop(conn.id, None) is None:
             return []
+        slices = self.keepalive_slices
+        slices[hash(conn.id) % len(slices)].discard(conn)
         if conn.member_id is not None:
             remaining = self.members.get(conn.member_id, 1) - 1
             if remaining > 0:
@@ -287,8 +294,12 @@ class Hub:
         return 0
 
     async def write_all(self, chunk: bytes, *, yield_every: int = 1000) -> None:
-        """Write `chunk` (a keep-alive) to every stream that had no event since the previous round, yielding
-        between batches.
+        """One keep-alive round: write `chunk` to the streams of the next slice (all of them with one slice)
+        that had no event since that slice's previous round, yielding between batches.
+
+        The worker runs a round for one slice each second, so a pass over every stream is spread over the
+        keep-alive interval: done at once, on every worker in the same instant, it held up deliveries for a
+        second or more at 100,000 streams (docs/benchmarks.md A.15).
 
         A stream on a topic that fanned out since then skips it: that write already kept proxies from timing
         the stream out and would have found a dead reader. Under a steady broadcast this saves a write per
@@ -299,10 +310,14 @@ class Hub:
         """
         payload = Payload(chunk)
         previous, self.keepalive_round = self.keepalive_round, self.keepalive_round + 1
+        slices = len(self.keepalive_slices)
+        since = previous - slices  # the slice's previous round; fan-outs after it are marked later than it
         fanned_out = self.fanned_out
-        # Topics without an event since the previous round are forgotten: the map stays as small as the active set.
-        self.fanned_out = {topic: at for topic, at in fanned_out.items() if at == previous and topic in self.topics}
-        streams = tuple(self.connections.values())
+        if self.keepalive_round % slices == 0:
+            # Topics without an event in the last whole cycle are forgotten: the map stays as small as the
+            # active set.
+            self.fanned_out = {topic: at for topic, at in fanned_out.items() if at > since and topic in self.topics}
+        streams = tuple(self.keepalive_slices[previous % slices])
         for start in range(0, len(streams), yield_every):
             if start:
                 await asyncio.sleep(0)
@@ -310,7 +325,7 @@ class Hub:
                 if (
                     conn.catching_up is None
                     and conn.floors is None
-                    and any(fanned_out.get(topic) == previous for topic in conn.topics)
+                    and any(fanned_out.get(topic, since) > since for topic in conn.topics)
                 ):
                     self.stats["keepalives_skipped"] += 1
                     continue

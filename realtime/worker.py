@@ -54,6 +54,9 @@ SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
 COUNT = "count"
 _ERROR_BACKOFF_SECS = 1.0
+# A keep-alive round about this often, each for a slice of the streams: a pass over 17,000 streams at once
+# took a worker's loop away from deliveries for a third of a second (docs/benchmarks.md A.15).
+KEEPALIVE_STEP_SECS = 1.0
 # While the registry is out of step with the hub (a Redis fault), it is resynced this often.
 REPAIR_SECS = 1.0
 # Topics per history read when the worker checks every hosted topic after a fault.
@@ -83,8 +86,10 @@ class Worker:
         reorder_secs: float = 0.1,
     ) -> None:
         self.dispatcher = dispatcher
-        self.hub = Hub()
         self.keepalive_secs = keepalive_secs
+        # A keep-alive round for one slice of the streams about every KEEPALIVE_STEP_SECS (realtime.hub).
+        self.keepalive_slices = max(1, round(keepalive_secs / KEEPALIVE_STEP_SECS))
+        self.hub = Hub(keepalive_slices=self.keepalive_slices)
         self.lease_secs = lease_secs
         self.max_topics = max_topics
         self.rpc_timeout_secs = rpc_timeout_secs
@@ -134,7 +139,7 @@ class Worker:
             self._task(self.outbox.run(), name="realtime-flush"),
             self._task(self._renew_leases(), name="realtime-leases"),
             self._task(self._every(REPAIR_SECS, self._repair, quiet=True), name="realtime-repair"),
-            self._task(self._every(self.keepalive_secs, self._keepalive), name="realtime-keepalive"),
+            self._task(self._keepalives(), name="realtime-keepalive"),
             self._task(caps.abeat_forever(self.channel), name="realtime-alive"),
             self._task(self._every(metrics.SNAPSHOT_SECS, self._publish_snapshot), name="realtime-snapshot"),
         ]
@@ -589,6 +594,13 @@ class Worker:
             except Exception:
                 logger.exception("realtime background task %s failed", job.__name__)
             await asyncio.sleep(_ERROR_BACKOFF_SECS)
+
+    async def _keepalives(self) -> None:
+        """Forever: a keep-alive round for the next slice of the streams, each stream's every `keepalive_secs`."""
+        step_secs = self.keepalive_secs / self.keepalive_slices
+        # At a random phase, as the lease renewal: workers started together would otherwise write at once.
+        await asyncio.sleep(random.uniform(0, step_secs))
+        await self._every(step_secs, self._keepalive)
 
     async def _keepalive(self) -> None:
         await self.hub.write_all(sse.comment())

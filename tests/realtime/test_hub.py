@@ -156,6 +156,41 @@ async def test_a_keep_alive_goes_only_to_streams_without_an_event_since_the_prev
     assert hub.fanned_out == {}  # forgotten once quiet: the map holds only topics active since the last round
 
 
+async def test_keep_alive_rounds_visit_one_slice_each_and_every_stream_once_per_cycle() -> None:
+    hub = Hub(keepalive_slices=3)
+    streams = {f"c{i}": make(f"c{i}", max_pending=50) for i in range(30)}
+    for conn, _ in streams.values():
+        hub.add(conn)
+        hub.subscribe(conn, [f"topic-{conn.id}"])
+    assert sorted(len(part) for part in hub.keepalive_slices) != [0, 0, 30]  # dealt, not all in one
+    assert sum(len(part) for part in hub.keepalive_slices) == 30
+    for _ in range(6):  # two whole cycles, quiet
+        await hub.write_all(b":\n\n")
+    for conn, recorder in streams.values():
+        await recorder.settle()
+        assert recorder.bodies == [b":\n\n", b":\n\n"], conn.id
+
+    # An event on a stream's topic at any point since its slice's previous round stands for its keep-alive.
+    busy, busy_recorder = streams["c0"]
+    slice_of_busy = next(i for i, part in enumerate(hub.keepalive_slices) if busy in part)
+    while hub.keepalive_round % 3 != (slice_of_busy + 1) % 3:
+        await hub.write_all(b":\n\n")  # up to just after its slice's round
+    await hub.fan_out("topic-c0", [b"event"])
+    for _ in range(3):  # the next cycle: every slice once, the busy stream's included
+        await hub.write_all(b":\n\n")
+    await busy_recorder.settle()
+    assert busy_recorder.bodies[-1] == b"event"
+    assert hub.stats["keepalives_skipped"] == 1
+    for _ in range(3):  # a quiet cycle: it gets one again, and its topic is forgotten
+        await hub.write_all(b":\n\n")
+    await busy_recorder.settle()
+    assert busy_recorder.bodies[-1] == b":\n\n"
+    assert hub.fanned_out == {}
+
+    hub.remove(busy)
+    assert all(busy not in part for part in hub.keepalive_slices)
+
+
 class ListWriter:
     """A writer that appends what it takes to a log shared with the test (no socket, no queue)."""
 
