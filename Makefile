@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
+SERVER ?= daphne
 BASE_PORT ?= 8101
 REDIS_URL ?= redis://127.0.0.1:6379/0
 # pytest processes for `make test` (pytest-xdist): a system test mostly waits on its workers and browser.
@@ -28,10 +29,10 @@ run: venv ## Set up and serve the demo on the embedded default (SQLite, in-memor
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python -m livesite.serve -b 127.0.0.1 -p $(PORT) livesite.asgi:application
 
-run-cluster: venv ## Serve WORKERS Daphne workers on Redis behind one address (127.0.0.1:$(PORT))
+run-cluster: venv ## Serve WORKERS workers (SERVER=daphne|uvicorn) on Redis behind one address (127.0.0.1:$(PORT))
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
-	REDIS_URL=$(REDIS_URL) $(BIN)/python -m livesite.cluster --workers $(WORKERS) --port $(PORT)
+	REDIS_URL=$(REDIS_URL) $(BIN)/python -m livesite.cluster --workers $(WORKERS) --port $(PORT) --server $(SERVER)
 
 test: venv ## Set up and run the whole test suite (lint and type check included)
 	$(BIN)/ruff format --check .

@@ -1,4 +1,4 @@
-"""`make run-cluster`: N Daphne workers on Redis sharing one listening socket (one address), for demos.
+"""`make run-cluster`: N Daphne (or uvicorn) workers on Redis sharing one listening socket (one address).
 
 Production runs each worker under its own supervisor (systemd, supervisord) with the same `--fd` trick or
 separate ports behind a proxy; this is the same shape in one foreground command. A worker that dies is
@@ -19,6 +19,27 @@ import redis
 from livesite import devredis, redisconf
 
 MAX_RESTARTS_PER_MINUTE = 10
+# Each server's command line on an inherited socket. uvicorn with httptools and uvloop costs less CPU per
+# request and per delivery than Daphne (docs/benchmarks.md A.14, A.15), but Daphne's request guards
+# (realtime.servers.daphne.guard_requests) have no uvicorn twin: run uvicorn behind the deploy kit's nginx.
+SERVERS = {
+    "daphne": ["-m", "livesite.serve", "--fd", "{fd}"],
+    "uvicorn": [
+        "-m",
+        "uvicorn",
+        "--fd",
+        "{fd}",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "on",
+        "--timeout-graceful-shutdown",
+        "5",
+    ],
+}
+APPLICATION = "livesite.asgi:application"
 
 
 def _ensure_redis(url: str) -> devredis.RedisProcess | None:
@@ -42,6 +63,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--server", choices=sorted(SERVERS), default="daphne")
     args = parser.parse_args()
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -62,14 +84,14 @@ def main() -> None:
     fd = listener.fileno()
 
     def start_worker(index: int) -> "subprocess.Popen[bytes]":
-        process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "livesite.serve", "--fd", str(fd), "livesite.asgi:application"], pass_fds=[fd]
-        )
+        command = [part.format(fd=fd) for part in SERVERS[args.server]]
+        process = subprocess.Popen([sys.executable, *command, APPLICATION], pass_fds=[fd])  # noqa: S603
         print(f"worker {index} started, pid {process.pid}", flush=True)  # noqa: T201
         return process
 
     workers = [start_worker(index) for index in range(args.workers)]
-    print(f"{args.workers} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)", flush=True)  # noqa: T201
+    serving = f"{args.workers} {args.server} workers serving http://{args.host}:{args.port}/ (Ctrl-C stops them)"
+    print(serving, flush=True)  # noqa: T201
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     restarts: list[float] = []
     try:

@@ -14,11 +14,12 @@ from tests.system.harness import PYTHON, ROOT, base_env, free_port, wait_for_por
 pytestmark = [pytest.mark.system, pytest.mark.timeout(90)]
 
 
-def test_a_worker_that_dies_is_restarted(site, redis_server):
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_a_worker_that_dies_is_restarted(site, redis_server, server):
     port = free_port()
     env = base_env(site["tmp"], REDIS_URL=redis_server.url)
     cluster = subprocess.Popen(
-        [PYTHON, "-m", "livesite.cluster", "--workers", "2", "--port", str(port)],
+        [PYTHON, "-m", "livesite.cluster", "--workers", "2", "--port", str(port), "--server", server],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
