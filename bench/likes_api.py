@@ -1,7 +1,7 @@
 """Likes path: likes accepted per second through the API, and like-to-viewer latency with 1,000 viewers.
 
     .venv/bin/python -m bench.likes_api --db sqlite --workers 2
-    .venv/bin/python -m bench.likes_api --db postgres --workers 2
+    .venv/bin/python -m bench.likes_api --db postgres --workers 2 [--server uvicorn | --access-log off]
     .venv/bin/python -m bench.likes_api --db postgres --phase e2e --videos 100 --hot-share 0.5 --viewers 10000 \
         --e2e-rate 2000 --e2e-likes 30000 --e2e-connections 64 [--site-diff /path/to/routing.diff]
 
@@ -22,6 +22,10 @@ Live-video shape (`--hot-share F`): in phase 2 a share F of the likes goes to th
 round-robin over the --videos videos of phase 1, all at --e2e-rate; the viewers' checks concern the hot video, the
 stored-rows check every video. `--site-diff FILE` runs the site (the working tree, or --rev) with a unified diff
 applied to a copy of it: how a change proposed for files another engineer owns is measured before it lands.
+
+Servers: Daphne as every benchmark starts it (`python -m livesite.serve`, its access log on: a line per like to
+the worker's stdout), `--access-log off` the same with `-v 0`, or `--server uvicorn` (uvloop, httptools, no
+access log) on the same app and environment.
 """
 
 import argparse
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+from livesite import devredis
 
 SEED_SCRIPT = """
 import json, sys, django
@@ -64,11 +69,28 @@ print(json.dumps({"members": found, "videos": ids}))
 """
 
 
+SERVERS = ("daphne", "uvicorn")
+UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server (no db name)")
-    parser.add_argument("--workers", type=int, default=2, help="Daphne workers (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="daphne",
+        help="the workers' ASGI server: daphne (`python -m livesite.serve`, uvloop) or uvicorn (uvloop, httptools, "
+        "no access log); default daphne",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="on",
+        help="Daphne's access log, a line per request to the worker's stdout (its default, -v 1); off: -v 0",
+    )
     parser.add_argument("--members", type=int, default=20, help="members liking (default 20)")
     parser.add_argument("--phase", choices=("both", "throughput", "e2e"), default="both")
     group = parser.add_argument_group("phase 1: throughput")
@@ -94,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("counts, rates and durations must be positive")
     if not 0 < args.hot_share <= 1:
         parser.error("--hot-share is a share of the likes: within (0, 1]")
+    if args.server == "uvicorn" and args.access_log == "on":
+        args.access_log = "off"  # uvicorn runs with --no-access-log: say so in the report
     args.name = args.name or f"likes-{args.db}-w{args.workers}"
     return args
 
@@ -148,6 +172,37 @@ class Likes(h.Harness):
             self.code["site_diff_sha256"] = hashlib.sha256(diff).hexdigest()[:12]
             self.report["code"] = self.code
         return self.patched
+
+    def start_workers(
+        self,
+        count: int,
+        env: dict[str, str],
+        *,
+        names: list[str] | None = None,
+        ports: list[int] | None = None,
+        backlog: int = 0,
+    ) -> list[h.Managed]:
+        """Daphne workers as every benchmark starts them; with --access-log off, the same with `-v 0`; with
+        --server uvicorn, uvicorn (uvloop, httptools, no access log) on the same app and environment."""
+        if self.args.server == "daphne" and self.args.access_log == "on":
+            return super().start_workers(count, env, names=names, ports=ports, backlog=backlog)
+        if self.args.server == "daphne":
+            server = [h.PYTHON, "-m", "livesite.serve", "-v", "0"]
+            if not (self.site_root() / "livesite" / "serve.py").exists():
+                server = [h.DAPHNE, "-v", "0"]
+        started = []
+        for index in range(count):
+            port = ports[index] if ports else devredis.free_port()
+            if self.args.server == "uvicorn":
+                command = [h.PYTHON, *UVICORN, "--host", "127.0.0.1", "--port", str(port)]
+            else:
+                command = [*server, "-b", "127.0.0.1", "-p", str(port)]
+            name = names[index] if names else f"w{index}"
+            started.append(self.spawn(name, [*command, "livesite.asgi:application"], env, self.site_root(), port))
+        for worker in started:
+            h.wait_for_port(worker.port, worker.process, self.deadline)
+        self.workers += started
+        return started
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         readings = super().snapshot()
@@ -401,7 +456,8 @@ def render(report: dict[str, Any]) -> str:
     config, cores, stored = report["config"], report["machine"]["nproc"], report["stored"]
     db = report["database"]["engine"]
     db += " (PostgreSQL CPU is the whole server's, other users' databases included)" if db == "postgres" else ""
-    lines = [f"### {config['name']} ({report['stamp']}, {db}, {config['workers']} workers)", ""]
+    server = f"{config.get('server', 'daphne')}, access log {config.get('access_log', 'on')}"
+    lines = [f"### {config['name']} ({report['stamp']}, {db}, {config['workers']} workers: {server})", ""]
     if t := report.get("throughput"):
         workers_cpu = h.worker_cpu(t["cpu"])
         lines += [

@@ -19,7 +19,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -95,53 +95,129 @@ def _write_likes(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | 
     """Store a batch of likes, (video id, member id) each, in one transaction; per like, the video's total
     including it (in batch order), VideoNotLive or NoSuchVideo.
 
-    A handful of statements per batch, whatever number of videos it spans (it was three per video: with 100 videos
-    liked at once, a batch cost as many round trips as it had likes): lock the videos, one UPDATE per distinct
-    number of likes, read the totals, insert the likes."""
+    A few statements per batch whatever number of videos it spans (it was three per video: with 100 videos liked
+    at once, a batch cost as many round trips as it had likes). A video's counter is what every like of a hot
+    video queues on, so it is taken last and held as briefly as the backend allows (see each `_store_likes_*`).
+    The video's status is read under that lock: a video that ends meanwhile refuses the batch's likes of it."""
     per_video: dict[int, list[int]] = {}
     for index, (video_id, _member) in enumerate(items):
         per_video.setdefault(video_id, []).append(index)
+    if connection.vendor == "postgresql":
+        # One statement: in autocommit (the likes writer) it is its own transaction, and within a caller's
+        # atomic block it is part of that one; either way the announcement waits for the commit.
+        totals, found = _store_likes_in_one_statement(items)
+        # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
+        if totals:
+            transaction.on_commit(_announcer(sorted(totals)), robust=True)
+    else:
+        store = _store_likes_returning if connection.features.can_return_columns_from_insert else _store_likes_orm
+        with transaction.atomic():
+            totals, found = store(items, per_video)
+            if totals:
+                transaction.on_commit(_announcer(sorted(totals)), robust=True)
     outcomes: list[int | VideoNotLive | NoSuchVideo] = [0] * len(items)
-    with transaction.atomic():
-        # The batch's videos are locked first, in id order: two workers' batches then queue on the rows they
-        # share instead of deadlocking (PostgreSQL answered a deadlock after 1 s, failing a whole batch). The
-        # status read under that lock decides: a video that ends meanwhile waits for this batch to commit.
-        # (SQLite has no row locks: the batch holds the database's write lock from BEGIN IMMEDIATE.)
-        statuses = dict(
-            LiveVideo.objects.select_for_update()
-            .filter(pk__in=list(per_video))
-            .order_by("pk")
-            .values_list("pk", "status")
-        )
-        live = [video_id for video_id in sorted(per_video) if statuses.get(video_id) == LiveVideo.Status.LIVE]
-        by_increment: dict[int, list[int]] = {}
-        for video_id in live:
-            by_increment.setdefault(len(per_video[video_id]), []).append(video_id)
-        for increment, videos in sorted(by_increment.items()):
-            LiveVideo.objects.filter(pk__in=videos).update(like_count=F("like_count") + increment)
-        if live:
-            totals = dict(LiveVideo.objects.filter(pk__in=live).values_list("pk", "like_count"))
-            Like.objects.bulk_create(
-                [
-                    Like(video_id=video_id, member_id=items[index][1])
-                    for video_id in live
-                    for index in per_video[video_id]
-                ]
-            )
-            for video_id in live:
-                indexes = per_video[video_id]
-                for offset, index in enumerate(indexes):
-                    outcomes[index] = totals[video_id] - len(indexes) + 1 + offset
-            # robust: the likes are stored whatever happens next; a failure to announce is logged, not raised.
-            transaction.on_commit(_announcer(live), robust=True)
     for video_id, indexes in per_video.items():
-        if video_id in statuses and statuses[video_id] == LiveVideo.Status.LIVE:
+        if video_id in totals:
+            first = totals[video_id] - len(indexes) + 1
+            for offset, index in enumerate(indexes):
+                outcomes[index] = first + offset
             continue
         # Told apart only when refused (rare): an ended video is a 409, an unknown id a 404.
-        refusal = VideoNotLive(f"video {video_id} has ended") if video_id in statuses else NoSuchVideo(video_id)
+        refusal = VideoNotLive(f"video {video_id} has ended") if video_id in found else NoSuchVideo(video_id)
         for index in indexes:
             outcomes[index] = refusal
     return outcomes
+
+
+def _store_likes_in_one_statement(items: Sequence[tuple[int, int]]) -> tuple[dict[int, int], set[int]]:
+    """PostgreSQL: the batch in one statement, one round trip; ({live video: total after the batch}, {every
+    video of the batch that exists}).
+
+    The videos' rows are locked in id order (two workers' batches sharing videos then queue instead of
+    deadlocking), raised, and the likes inserted, all inside the server: the hot video's row lock is held for
+    the statement and its commit, not across round trips to a Python thread that has to win the GIL back from
+    a busy event loop between statements (27 % of the writer's samples waited on that lock with
+    SELECT ... FOR UPDATE, UPDATE, SELECT, INSERT, COMMIT: docs/benchmarks.md A.14). The status is re-read
+    on the row's newest version under the lock (READ COMMITTED), so a video that ended meanwhile is left out."""
+    videos, likes = (connection.ops.quote_name(model._meta.db_table) for model in (LiveVideo, Like))
+    pk, status, count = _columns(LiveVideo, "id", "status", "like_count")
+    liked, member, created = _columns(Like, "video", "member", "created")
+    sql = (
+        "WITH batch AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) "  # noqa: S608 (names from the models)
+        "WITH ORDINALITY AS b(video, member, seq)), "
+        "added AS (SELECT video, count(*) AS n FROM batch GROUP BY video), "
+        f"locked AS (SELECT {pk} AS video FROM {videos} WHERE {pk} IN (SELECT video FROM added) AND {status} = %s "
+        f"ORDER BY {pk} FOR NO KEY UPDATE), "
+        f"raised AS (UPDATE {videos} AS v SET {count} = v.{count} + added.n FROM added JOIN locked USING (video) "
+        f"WHERE v.{pk} = added.video RETURNING v.{pk} AS video, v.{count} AS total), "
+        f"stored AS (INSERT INTO {likes} ({liked}, {member}, {created}) SELECT batch.video, batch.member, %s "
+        "FROM batch JOIN raised USING (video) ORDER BY batch.seq) "
+        f"SELECT v.{pk}, raised.total FROM {videos} AS v LEFT JOIN raised ON raised.video = v.{pk} "
+        f"WHERE v.{pk} IN (SELECT video FROM added)"
+    )
+    params: list[Any] = [[v for v, _m in items], [m for _v, m in items], LiveVideo.Status.LIVE, timezone.now()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return {video_id: total for video_id, total in rows if total is not None}, {video_id for video_id, _ in rows}
+
+
+def _store_likes_returning(
+    items: Sequence[tuple[int, int]], per_video: dict[int, list[int]]
+) -> tuple[dict[int, int], set[int]]:
+    """SQLite (3.35+), in the caller's transaction: one UPDATE ... RETURNING for every video's counter, one
+    INSERT; as `_store_likes_in_one_statement` returns. BEGIN IMMEDIATE already holds the database's one write
+    lock (there are no row locks), so what counts is how few statements run while it is held."""
+    videos = connection.ops.quote_name(LiveVideo._meta.db_table)
+    pk, status, count = _columns(LiveVideo, "id", "status", "like_count")
+    ids = sorted(per_video)
+    cases = " ".join(["WHEN %s THEN %s"] * len(ids))
+    marks = ", ".join(["%s"] * len(ids))
+    sql = (
+        f"UPDATE {videos} SET {count} = {count} + CASE {pk} {cases} END "  # noqa: S608 (names and %s only)
+        f"WHERE {pk} IN ({marks}) AND {status} = %s RETURNING {pk}, {count}"
+    )
+    params = [value for video_id in ids for value in (video_id, len(per_video[video_id]))]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *ids, LiveVideo.Status.LIVE])
+        totals = dict(cursor.fetchall())
+    if totals:
+        Like.objects.bulk_create(
+            [Like(video_id=video_id, member_id=member_id) for video_id, member_id in items if video_id in totals]
+        )
+    refused = [video_id for video_id in ids if video_id not in totals]
+    found = set(LiveVideo.objects.filter(pk__in=refused).values_list("pk", flat=True)) if refused else set()
+    return totals, found | set(totals)
+
+
+def _columns(model: type[models.Model], *names: str) -> list[str]:
+    """The quoted column names of `model`'s fields `names`, for the statements written out here."""
+    fields = [model._meta.get_field(name) for name in names]
+    return [connection.ops.quote_name(str(field.column)) for field in fields if isinstance(field, models.Field)]
+
+
+def _store_likes_orm(
+    items: Sequence[tuple[int, int]], per_video: dict[int, list[int]]
+) -> tuple[dict[int, int], set[int]]:
+    """Any other backend, in the caller's transaction: lock, raise, read, insert through the ORM; as
+    `_store_likes_in_one_statement` returns."""
+    # Locked first, in id order: two workers' batches then queue on the rows they share instead of deadlocking.
+    statuses = dict(
+        LiveVideo.objects.select_for_update().filter(pk__in=list(per_video)).order_by("pk").values_list("pk", "status")
+    )
+    live = [video_id for video_id in sorted(per_video) if statuses.get(video_id) == LiveVideo.Status.LIVE]
+    by_increment: dict[int, list[int]] = {}
+    for video_id in live:
+        by_increment.setdefault(len(per_video[video_id]), []).append(video_id)
+    for increment, videos in sorted(by_increment.items()):
+        LiveVideo.objects.filter(pk__in=videos).update(like_count=F("like_count") + increment)
+    if not live:
+        return {}, set(statuses)
+    totals = dict(LiveVideo.objects.filter(pk__in=live).values_list("pk", "like_count"))
+    Like.objects.bulk_create(
+        [Like(video_id=video_id, member_id=member_id) for video_id, member_id in items if video_id in totals]
+    )
+    return totals, set(statuses)
 
 
 def _write_like_batch(items: Sequence[tuple[int, int]]) -> list[int | VideoNotLive | NoSuchVideo]:
