@@ -36,15 +36,20 @@ django_application = OneHopASGIHandler()
 
 from likes import endpoints as likes_endpoints  # noqa: E402 (after setup: needs the app registry)
 from realtime import conf, context  # noqa: E402
-from realtime.http import Receive, Scope, Send  # noqa: E402
+from realtime.http import ASGIApp, Receive, Scope, Send  # noqa: E402
 from realtime.routing import ROUTES, body_limit  # noqa: E402
-from realtime.servers import daphne  # noqa: E402
+from realtime.servers import daphne, guard  # noqa: E402
 from realtime.worker import aget_worker, astop_worker  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 # Under Daphne: bodies capped while read, forms never parsed in the event loop, trickling clients cut off.
+# Under any other server, the same caps and deadline for Django's requests at the ASGI level (the guard steps
+# aside for good once a request shows Daphne's guard in front); the real-time endpoints read their own bodies.
 daphne.guard_requests(limit_for=body_limit, deadline_secs=conf.get("REQUEST_DEADLINE_SECS"))
+django_entry: ASGIApp = guard.guard_requests(
+    django_application, limit_for=body_limit, deadline_secs=conf.get("REQUEST_DEADLINE_SECS")
+)
 
 # A worker holds thousands of long-lived objects per thousand streams, and each write allocates. With the
 # default thresholds CPython ran a full collection every ~1.4 s at 5,000 streams, about half of the worker's
@@ -64,7 +69,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             return await route(scope, receive, send)
     elif scope["type"] == "lifespan":
         return await lifespan(receive, send)
-    return await django_application(scope, receive, send)
+    return await django_entry(scope, receive, send)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

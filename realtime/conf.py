@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     # with a `reset` frame so the client reconnects and refetches.
     "MAX_PENDING_FRAMES": 1000,
     "RETRY_MS": 2000,
-    # Under Daphne, a request whose headers and body are not all in within this is answered 408 and closed.
+    # A request whose headers (under Daphne) and body are not all in within this is answered 408 and closed;
+    # under other servers the body's deadline is realtime.servers.guard's, for Django's requests.
     "REQUEST_DEADLINE_SECS": 30.0,
     # The largest event, as its SSE frame; a bigger publish is refused (400).
     "MAX_EVENT_BYTES": 65_536,
