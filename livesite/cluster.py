@@ -20,8 +20,8 @@ from livesite import devredis, redisconf
 
 MAX_RESTARTS_PER_MINUTE = 10
 # Each server's command line on an inherited socket. uvicorn with httptools and uvloop costs less CPU per
-# request and per delivery than Daphne (docs/benchmarks.md A.14, A.15), but Daphne's request guards
-# (realtime.servers.daphne.guard_requests) have no uvicorn twin: run uvicorn behind the deploy kit's nginx.
+# request and per delivery than Daphne (docs/benchmarks.md A.14, A.15), but has no header size limit or
+# header timeout (bodies are guarded under both: realtime.servers.guard): run it behind the deploy kit's nginx.
 SERVERS = {
     "daphne": ["-m", "livesite.serve", "--fd", "{fd}"],
     "uvicorn": [
