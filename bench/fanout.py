@@ -22,11 +22,8 @@ import sys
 from typing import Any
 
 from bench import harness as h
-from livesite import devredis
 
-SERVERS = ("daphne", "uvicorn")
 # As bench/publish_many.py and tests/system/harness.py start it; its default accept queue is 2048.
-UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
 WHAT_IF = ("--rev", "--worker-gc-stats", "--worker-gc-threshold", "--worker-gc-freeze", "--worker-uvloop")
 
 
@@ -34,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("livesite", "eventstream"), default="livesite", help="server measured")
     parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
-    parser.add_argument("--server", choices=SERVERS, default="daphne", help="livesite's workers run under (daphne)")
+    parser.add_argument("--server", choices=h.SERVERS, default="daphne", help="livesite's workers run under (daphne)")
     parser.add_argument("--connections", type=int, default=1000, help="SSE streams to open (default 1000)")
     parser.add_argument("--events", type=int, default=100, help="events to publish (default 100)")
     parser.add_argument("--rate", type=float, default=10.0, help="events published per second (default 10)")
@@ -112,31 +109,6 @@ def what_if_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 class Fanout(h.Harness):
-    def start_workers(
-        self,
-        count: int,
-        env: dict[str, str],
-        *,
-        names: list[str] | None = None,
-        ports: list[int] | None = None,
-        backlog: int = 0,
-    ) -> list[h.Managed]:
-        """Daphne workers as every benchmark starts them, or with --server uvicorn uvicorn ones on the same app."""
-        if self.args.server == "daphne" or self.peer:
-            return super().start_workers(count, env, names=names, ports=ports, backlog=backlog)
-        started = []
-        for index in range(count):
-            port = ports[index] if ports else devredis.free_port()
-            name = names[index] if names else f"w{index}"
-            gc = {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
-            command = [h.PYTHON, *UVICORN, "--host", "127.0.0.1", "--port", str(port), "livesite.asgi:application"]
-            started.append(self.spawn(name, command, env | gc, self.site_root(), port))
-            started[-1].info["gc_stats"] = gc.get("BENCH_GC_STATS")
-        for worker in started:
-            h.wait_for_port(worker.port, worker.process, self.deadline)
-        self.workers += started
-        return started
-
     async def main(self) -> dict[str, Any]:
         args, report = self.args, self.report
         report["server"] = args.server

@@ -39,6 +39,10 @@ from livesite import devredis
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, HOOKS, PEER_DIR = ROOT / "bench/results", ROOT / "bench/sitehooks", ROOT / "bench/peers/eventstream"
 PYTHON, DAPHNE = sys.executable, str(Path(sys.executable).with_name("daphne"))
+# The ASGI servers a benchmark may run livesite's workers under (`--server`, where a benchmark offers it):
+# uvicorn as the README recommends it, without the access log (nginx keeps that).
+SERVERS = ("daphne", "uvicorn")
+UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EVENT_TYPE = "bench.tick"  # what bench/loadclient.py times: data {"seq", "sent_at"}
 MAX_STREAMS_PER_PROCESS = 19_000  # RLIMIT_NOFILE is 20,000 here (hard): room for the process's own files
@@ -554,20 +558,30 @@ class Harness:
     ) -> list[Managed]:
         """`count` workers of the target on free ports (or `ports`), named `names` (default w0, w1, ...): livesite
         (`python -m livesite.serve`, or Daphne where the revision has no such entry point) or the peer's Daphne.
-        `backlog`: listen with this accept queue (a Twisted endpoint string) instead of Twisted's default of 50."""
+        `backlog`: listen with this accept queue instead of the server's default (Twisted's is 50).
+        A benchmark's `--server uvicorn` runs livesite under uvicorn instead (UVICORN), and its `--access-log off`
+        runs Daphne with `-v 0`."""
+        uvicorn = getattr(self.args, "server", "daphne") == "uvicorn" and not self.peer
         if self.peer:
             cwd, command, app = PEER_DIR, [str(PEER_DIR / ".venv" / "bin" / "daphne")], "peersite.asgi:application"
+        elif uvicorn:
+            cwd, command, app = self.site_root(), [PYTHON, *UVICORN], "livesite.asgi:application"
         else:
             cwd, app = self.site_root(), "livesite.asgi:application"
             command = [PYTHON, "-m", "livesite.serve"] if (cwd / "livesite" / "serve.py").exists() else [DAPHNE]
+            if getattr(self.args, "access_log", "on") == "off":
+                command.extend(["-v", "0"])
         started = []
         for index in range(count):
             port = ports[index] if ports else devredis.free_port()
             name = names[index] if names else f"w{index}"
             gc = {"BENCH_GC_STATS": str(self.tmp / f"gc-{name}.json")} if "BENCH_GC_STATS" in env else {}
-            listen = ["-b", "127.0.0.1", "-p", str(port)]
-            if backlog:
+            if uvicorn:
+                listen = ["--host", "127.0.0.1", "--port", str(port), *(["--backlog", str(backlog)] if backlog else [])]
+            elif backlog:
                 listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+            else:
+                listen = ["-b", "127.0.0.1", "-p", str(port)]
             started.append(self.spawn(name, [*command, *listen, app], env | gc, cwd, port))
             started[-1].info["gc_stats"] = gc.get("BENCH_GC_STATS")
         for worker in started:

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from livesite import devredis
 
 SEED_SCRIPT = """
 import json, sys, django
@@ -69,10 +68,6 @@ print(json.dumps({"members": found, "videos": ids}))
 """
 
 
-SERVERS = ("daphne", "uvicorn")
-UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
@@ -80,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
     parser.add_argument(
         "--server",
-        choices=SERVERS,
+        choices=h.SERVERS,
         default="daphne",
         help="the workers' ASGI server: daphne (`python -m livesite.serve`, uvloop) or uvicorn (uvloop, httptools, "
         "no access log); default daphne",
@@ -172,37 +167,6 @@ class Likes(h.Harness):
             self.code["site_diff_sha256"] = hashlib.sha256(diff).hexdigest()[:12]
             self.report["code"] = self.code
         return self.patched
-
-    def start_workers(
-        self,
-        count: int,
-        env: dict[str, str],
-        *,
-        names: list[str] | None = None,
-        ports: list[int] | None = None,
-        backlog: int = 0,
-    ) -> list[h.Managed]:
-        """Daphne workers as every benchmark starts them; with --access-log off, the same with `-v 0`; with
-        --server uvicorn, uvicorn (uvloop, httptools, no access log) on the same app and environment."""
-        if self.args.server == "daphne" and self.args.access_log == "on":
-            return super().start_workers(count, env, names=names, ports=ports, backlog=backlog)
-        if self.args.server == "daphne":
-            server = [h.PYTHON, "-m", "livesite.serve", "-v", "0"]
-            if not (self.site_root() / "livesite" / "serve.py").exists():
-                server = [h.DAPHNE, "-v", "0"]
-        started = []
-        for index in range(count):
-            port = ports[index] if ports else devredis.free_port()
-            if self.args.server == "uvicorn":
-                command = [h.PYTHON, *UVICORN, "--host", "127.0.0.1", "--port", str(port)]
-            else:
-                command = [*server, "-b", "127.0.0.1", "-p", str(port)]
-            name = names[index] if names else f"w{index}"
-            started.append(self.spawn(name, [*command, "livesite.asgi:application"], env, self.site_root(), port))
-        for worker in started:
-            h.wait_for_port(worker.port, worker.process, self.deadline)
-        self.workers += started
-        return started
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         readings = super().snapshot()

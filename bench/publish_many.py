@@ -39,10 +39,7 @@ import uvloop
 from bench import harness as h
 from bench.dispatch import profile_areas, redis_deltas, render_areas
 from bench.loadclient import ClientProcess, die_with_parent, raise_nofile_limit
-from livesite import devredis
 
-SERVERS = ("daphne", "uvicorn")
-UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
 # Where a publishing worker's profiled samples go (bench.dispatch.profile_areas: first matching area anywhere on
 # the stack, else the innermost frame's generic area).
 AREAS = (
@@ -74,7 +71,7 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--server", choices=SERVERS, default="daphne", help="the ASGI server of every worker (default daphne)")
+    add("--server", choices=h.SERVERS, default="daphne", help="the ASGI server of every worker (default daphne)")
     add("--workers", type=int, default=2, help="workers, each taking POSTs and holding streams (default 2)")
     add("--connections", type=int, default=2000, help="streams, one own topic each (default 2000)")
     add("--rates", default="2000,3000,4000,5000,6000", help="POSTs/s of each step (default 2k..6k)")
@@ -301,28 +298,12 @@ class PublishMany(h.Harness):
         self.publisher: PublisherProcess | None = None
         self.total_events = sum(int(rate * args.step_secs) for rate in args.rates)
 
-    def start_workers(
-        self,
-        count: int,
-        env: dict[str, str],
-        *,
-        names: list[str] | None = None,
-        ports: list[int] | None = None,
-        backlog: int = 0,
-    ) -> list[h.Managed]:
-        """Daphne workers as every benchmark starts them, or uvicorn ones (httptools, uvloop) on the same app."""
+    def start_workers(self, count: int, env: dict[str, str], **where: Any) -> list[h.Managed]:
+        """The harness's workers (Daphne, or uvicorn with --server), with --worker-env; quiet logs under uvicorn."""
         env = env | dict(item.split("=", 1) for item in self.args.worker_env)
-        if self.args.server == "daphne":
-            return super().start_workers(count, env, names=names, ports=ports, backlog=backlog)
-        started = []
-        for index in range(count):
-            port = devredis.free_port()
-            command = [h.PYTHON, *UVICORN, "--host", "127.0.0.1", "--port", str(port), "livesite.asgi:application"]
-            started.append(self.spawn(f"w{index}", command, env | {"LOG_LEVEL": "WARNING"}, self.site_root(), port))
-        for worker in started:
-            h.wait_for_port(worker.port, worker.process, self.deadline)
-        self.workers += started
-        return started
+        if self.args.server == "uvicorn":
+            env |= {"LOG_LEVEL": "WARNING"}
+        return super().start_workers(count, env, **where)
 
     async def main(self) -> dict[str, Any]:
         args, report = self.args, self.report
