@@ -26,6 +26,7 @@ import sys
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,48 @@ class Plan:
         return 1 if target < self.connections else self.shared_hosts[target - self.connections]
 
 
+async def publish_paced(
+    bench: Any,
+    rate: float,
+    first_seq: int,
+    count: int,
+    connections: list[h.HttpConnection],
+    topic_of: Callable[[int], str],
+) -> dict[str, Any]:
+    """Send events first_seq..first_seq+count-1 (event seq to `topic_of(seq)`) at `rate` events/s, --batch per
+    POST, over `connections`; marks `bench.sent_at` and `bench.accepted` per event. Shared by bench.dispatch and
+    bench.topics, which differ only in where each event goes and through which workers."""
+    args = bench.args
+    padding = {"pad": "x" * args.payload_bytes} if args.payload_bytes else {}
+
+    def seqs(post: int) -> range:
+        return range(first_seq + post * args.batch, first_seq + min(count, (post + 1) * args.batch))
+
+    async def send(post: int, connection: h.HttpConnection) -> int:
+        now = time.time()
+        events = []
+        for seq in seqs(post):
+            bench.sent_at[seq] = now
+            data = {"seq": seq, "sent_at": now, **padding}
+            events.append({"topic": topic_of(seq), "type": h.EVENT_TYPE, "data": data})
+        body = events[0] if args.batch == 1 else {"events": events}
+        status = (await connection.request("POST", "/api/publish", body, timeout=30))[0]
+        if status == 202:
+            bench.accepted[seqs(post).start : seqs(post).stop] = b"\x01" * len(events)
+        return status
+
+    posts = -(-count // args.batch)
+    give_up = args.step_secs * args.max_lag
+    size = lambda post: len(seqs(post))  # noqa: E731
+    result = await bench.send_paced(posts, rate / args.batch, connections, send, give_up=give_up, size=size)
+    del result["sent_at"]  # per POST; per event: bench.sent_at
+    sent = sum(len(seqs(post)) for post in range(result["sent"]))
+    result |= {"rate_target": rate, "events": count, "sent": sent, "not_sent": count - sent, "posts": result["sent"]}
+    # Over the step's length at least: batches are sent at intervals, the last one before the step ends.
+    window = max(args.step_secs, result["last_answer"] - result["first_sent"])
+    return result | {"accepted_per_s": result["accepted"] / window}
+
+
 class Dispatch(h.Harness):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, prefix="bench-dispatch-")
@@ -167,42 +210,10 @@ class Dispatch(h.Harness):
 
     async def publish_step(self, rate: float, first_seq: int, count: int) -> dict[str, Any]:
         """Send `count` events from `first_seq` at `rate` events/s through d0, --batch per POST."""
-        args, plan = self.args, self.plan
-        padding = {"pad": "x" * args.payload_bytes} if args.payload_bytes else {}
-
-        def seqs(post: int) -> range:
-            return range(first_seq + post * args.batch, first_seq + min(count, (post + 1) * args.batch))
-
-        async def send(post: int, connection: h.HttpConnection) -> int:
-            now = time.time()
-            events = []
-            for seq in seqs(post):
-                self.sent_at[seq] = now
-                data = {"seq": seq, "sent_at": now, **padding}
-                events.append({"topic": plan.name(plan.target(seq)), "type": h.EVENT_TYPE, "data": data})
-            body = events[0] if args.batch == 1 else {"events": events}
-            status = (await connection.request("POST", "/api/publish", body, timeout=30))[0]
-            if status == 202:
-                self.accepted[seqs(post).start : seqs(post).stop] = b"\x01" * len(events)
-            return status
-
-        connections = [self.http(self.workers[0]) for _ in range(max(1, args.publish_concurrency))]
-        posts = -(-count // args.batch)
-        give_up = args.step_secs * args.max_lag
-        size = lambda post: len(seqs(post))  # noqa: E731
-        result = await self.send_paced(posts, rate / args.batch, connections, send, give_up=give_up, size=size)
-        del result["sent_at"]  # per POST; per event: self.sent_at
-        sent = sum(len(seqs(post)) for post in range(result["sent"]))
-        result |= {
-            "rate_target": rate,
-            "events": count,
-            "sent": sent,
-            "not_sent": count - sent,
-            "posts": result["sent"],
-        }
-        # Over the step's length at least: batches are sent at intervals, the last one before the step ends.
-        window = max(args.step_secs, result["last_answer"] - result["first_sent"])
-        return result | {"accepted_per_s": result["accepted"] / window}
+        connections = [self.http(self.workers[0]) for _ in range(max(1, self.args.publish_concurrency))]
+        return await publish_paced(
+            self, rate, first_seq, count, connections, lambda seq: self.plan.name(self.plan.target(seq))
+        )
 
     async def main(self) -> dict[str, Any]:
         args, report, plan = self.args, self.report, self.plan

@@ -28,13 +28,12 @@ import math
 import os
 import random
 import sys
-import time
 from array import array
 from collections import Counter
 from typing import Any
 
 from bench import harness as h
-from bench.dispatch import Dispatch, redis_deltas
+from bench.dispatch import Dispatch, publish_paced, redis_deltas
 from bench.loadclient import Client
 
 TOPIC_PREFIX = "bench.topic."
@@ -140,43 +139,12 @@ class Topics(h.Harness):
 
     async def publish_step(self, rate: float, first_seq: int, count: int) -> dict[str, Any]:
         """Send events first_seq..first_seq+count-1 at `rate` events/s, --batch per POST, over every worker."""
-        args = self.args
-        padding = {"pad": "x" * args.payload_bytes} if args.payload_bytes else {}
-
-        def seqs(post: int) -> range:
-            return range(first_seq + post * args.batch, first_seq + min(count, (post + 1) * args.batch))
-
-        async def send(post: int, connection: h.HttpConnection) -> int:
-            now = time.time()
-            events = []
-            for seq in seqs(post):
-                self.sent_at[seq] = now
-                topic = f"{TOPIC_PREFIX}{self.event_topic[seq]}"
-                events.append({"topic": topic, "type": h.EVENT_TYPE, "data": {"seq": seq, "sent_at": now, **padding}})
-            body = events[0] if args.batch == 1 else {"events": events}
-            status = (await connection.request("POST", "/api/publish", body, timeout=30))[0]
-            if status == 202:
-                self.accepted[seqs(post).start : seqs(post).stop] = b"\x01" * len(events)
-            return status
-
         workers = self.workers
-        connections = [self.http(workers[index % len(workers)]) for index in range(args.publish_concurrency)]
-        posts = -(-count // args.batch)
-        size = lambda post: len(seqs(post))  # noqa: E731
-        give_up = args.step_secs * args.max_lag
-        result = await self.send_paced(posts, rate / args.batch, connections, send, give_up=give_up, size=size)
-        del result["sent_at"]  # per POST; per event: self.sent_at
-        sent = sum(len(seqs(post)) for post in range(result["sent"]))
-        result |= {
-            "rate_target": rate,
-            "events": count,
-            "sent": sent,
-            "not_sent": count - sent,
-            "posts": result["sent"],
-        }
-        # Over the step's length at least: batches go out at intervals, the last one before the step ends.
-        window = max(args.step_secs, result["last_answer"] - result["first_sent"])
-        return result | {"accepted_per_s": result["accepted"] / window}
+        connections = [self.http(workers[index % len(workers)]) for index in range(self.args.publish_concurrency)]
+        return await publish_paced(self, rate, first_seq, count, connections, self._topic_of)
+
+    def _topic_of(self, seq: int) -> str:
+        return f"{TOPIC_PREFIX}{self.event_topic[seq]}"
 
     async def main(self) -> dict[str, Any]:
         args, report = self.args, self.report
