@@ -22,12 +22,12 @@ import asyncio
 import json
 import logging
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from realtime.http import Send
 from realtime.hub import Payload, body
+from realtime.servers.backlog import Backlog
 
 if TYPE_CHECKING:
     from twisted.internet.base import ReactorBase
@@ -59,7 +59,7 @@ def daphne_request(send: Send) -> Any | None:
     return request
 
 
-class DaphneWriter:
+class DaphneWriter(Backlog):
     """Writes framed chunks of one chunked HTTP/1.1 response straight to its socket when nothing is queued.
 
     Also Twisted's push producer for the request: paused when the transport's buffer passes 64 KB, resumed
@@ -71,10 +71,7 @@ class DaphneWriter:
     __slots__ = (
         "ended",
         "ending",
-        "max_pending",
         "paused",
-        "pending",
-        "pending_frames",
         "request",
         "send",
         "socket",
@@ -86,9 +83,7 @@ class DaphneWriter:
         self.request = request
         self.transport = transport
         self.socket = transport.socket
-        self.max_pending = max_pending
-        self.pending: deque[Payload] | None = None
-        self.pending_frames = 0
+        super().__init__(max_pending)
         self.paused = False
         self.ending = False
         self.ended: asyncio.Task[None] | None = None
@@ -118,13 +113,7 @@ class DaphneWriter:
         if self.ending:
             return False
         if self.paused or self.pending:
-            if self.pending_frames + payload.frames > self.max_pending:
-                return False
-            if self.pending is None:
-                self.pending = deque()
-            self.pending.append(payload)
-            self.pending_frames += payload.frames
-            return True
+            return self.hold(payload)
         return self._write(payload.framed)
 
     def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:

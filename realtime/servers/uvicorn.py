@@ -22,11 +22,11 @@ versions the direct path must be the one in use.
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any
 
 from realtime.http import Send
 from realtime.hub import Payload, body
+from realtime.servers.backlog import Backlog
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def uvicorn_cycle(send: Send) -> Any | None:
     return cycle
 
 
-class UvicornWriter:
+class UvicornWriter(Backlog):
     """Writes framed chunks of one chunked HTTP/1.1 response straight to its transport unless writing is paused.
 
     While uvicorn's flow control has writing paused, payloads wait in `pending`, at most `max_pending` events,
@@ -61,9 +61,6 @@ class UvicornWriter:
         "ended",
         "ending",
         "flow",
-        "max_pending",
-        "pending",
-        "pending_frames",
         "resuming",
         "transport",
     )
@@ -72,9 +69,7 @@ class UvicornWriter:
         self.cycle = cycle
         self.transport = cycle.transport
         self.flow = cycle.flow
-        self.max_pending = max_pending
-        self.pending: deque[Payload] | None = None
-        self.pending_frames = 0
+        super().__init__(max_pending)
         self.ending = False
         self.ended: asyncio.Task[None] | None = None
         self.resuming: asyncio.Task[None] | None = None
@@ -85,12 +80,8 @@ class UvicornWriter:
         if self.ending:
             return False
         if self.flow.write_paused or self.pending:
-            if self.pending_frames + payload.frames > self.max_pending:
+            if not self.hold(payload):
                 return False
-            if self.pending is None:
-                self.pending = deque()
-            self.pending.append(payload)
-            self.pending_frames += payload.frames
             if self.resuming is None:
                 self.resuming = asyncio.get_running_loop().create_task(self._resume(), name="realtime-stream-resume")
             return True
