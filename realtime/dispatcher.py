@@ -57,6 +57,13 @@ class DispatchUnavailable(Exception):
 # them to its history (realtime.history has the layout). A single script instead of commands per topic: the
 # client side of those was 23 % of a dispatcher's CPU at 8,000 events/s over 4,040 topics (docs/benchmarks.md),
 # and history costs no extra round trip.
+#
+# A topic's epoch belongs to the Redis server that gave its offsets (its run_id, kept in the meta hash): a
+# replica promoted by Sentinel, or a server restarted from its files, may lack the last offsets the old one
+# gave (replication and fsync are asynchronous), and giving them again in the same epoch would make workers
+# that delivered the lost events drop the new ones as duplicates. So a server that finds another's run_id
+# starts a new epoch: workers and resuming clients are told `gap` (they cannot know what was lost), and
+# nothing new is dropped. INFO in a script needs Redis >= 5 (effects replication), as channels-redis does.
 # KEYS: per topic, its group key, then its history's meta hash and list when it keeps a history.
 # ARGV: stale-before (s), now (ms), a new epoch for histories that have none, size, age (ms), list TTL (s),
 #       meta TTL (s); then per topic: its name, 1 or 0 (history kept), n, then n (head, body) template pairs
@@ -67,6 +74,7 @@ local stale, now, fresh_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local size, age, list_ttl, meta_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local stamp = string.format('%d', now)
 local cutoff = now - age
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 local out = {}
 local k, a = 1, 8
 while k <= #KEYS do
@@ -77,7 +85,10 @@ while k <= #KEYS do
     if kept == '1' then
         local meta, list = KEYS[k + 1], KEYS[k + 2]
         k = k + 3
-        redis.call('HSETNX', meta, 'epoch', fresh_epoch)
+        if redis.call('HGET', meta, 'server') ~= server then
+            redis.call('DEL', list)
+            redis.call('HSET', meta, 'epoch', fresh_epoch, 'seq', 0, 'server', server)
+        end
         local epoch = redis.call('HGET', meta, 'epoch')
         local first = redis.call('HINCRBY', meta, 'seq', n) - n + 1
         local tag = 'id: ' .. topic .. ':' .. epoch .. ':'
@@ -126,11 +137,16 @@ return out
 """
 
 # A worker joins a topic's group (as group_add does) and learns the topic's position at that instant, in one
-# atomic step: every event it receives from then on has a greater offset, every earlier one a smaller.
+# atomic step: every event it receives from then on has a greater offset, every earlier one a smaller. A
+# position another server gave (before a failover) is no position: the next round starts a new epoch.
 _REGISTER_LUA = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+local epoch, seq, server = unpack(redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'server'))
+if server ~= string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') then
+    return {false, false}
+end
+return {epoch, seq}
 """
 
 

@@ -1,10 +1,10 @@
 """Per-topic history: every event's position (epoch + offset) and the recent events a client resumes from.
 
 Each topic has a position counter: `offset` increases by one per event, and `epoch` names one life of that
-topic's history (it changes when the history was lost: Redis flushed, restarted empty, or the embedded
-process restarted). A client that remembers (epoch, offset) per topic can ask for what it missed; if the
-history still holds every event after that offset in the same epoch, it gets exactly those, else it is told
-plainly that it has a gap (and refetches that topic only).
+topic's history (it changes when the history was lost or may have been: Redis flushed, restarted, failed
+over to a replica, or the embedded process restarted). A client that remembers (epoch, offset) per topic
+can ask for what it missed; if the history still holds every event after that offset in the same epoch, it
+gets exactly those, else it is told plainly that it has a gap (and refetches that topic only).
 
 Positions are assigned, and events appended, by the dispatch round itself (realtime.dispatcher: one script
 per Redis shard that also reads the topics' hosting workers), so history costs no extra round trip per
@@ -12,7 +12,8 @@ event. This module holds what both the dispatcher and the workers share: the lay
 Redis (two keys on the shard of the topic's group), the script that reads it, the in-process history of the
 embedded default, and the settings (size, age, topics left out).
 
-In Redis, `<prefix>:history:<group>:m` is a hash {epoch, seq} (seq: the last offset given) kept for
+In Redis, `<prefix>:history:<group>:m` is a hash {epoch, seq, server} (seq: the last offset given; server:
+the run_id of the Redis server that gave it, so that a promoted replica starts a new epoch) kept for
 META_SECS after the last event, so a client idle for longer than the history's age but with nothing missed
 still resumes; `<prefix>:history:<group>` is a list of (published-at ms, frame) pairs, at most SIZE events
 and none older than SECS once a newer event is appended (the whole list expires SECS after its last event).
@@ -84,7 +85,9 @@ class Replay:
     """What the history holds for one topic after a position.
 
     `recovered`: every event after the position is in `frames` (possibly none); otherwise the client has a
-    gap there. `head` is the topic's position now (as far as this read saw it).
+    gap there, and `frames` holds the topic's current epoch from its first event when the position was in
+    another epoch and the history still has all of that one (Redis failed over: what followed is not lost
+    too). `head` is the topic's position now (as far as this read saw it).
     """
 
     recovered: bool
@@ -146,7 +149,8 @@ def redis_keys(prefix: str, topic: str) -> tuple[str, str]:
 
 
 # KEYS: per topic, its meta hash and its list. ARGV: per topic, the epoch and offset the client has.
-# Per topic: {1 or 0 (recovered), epoch now, seq now, ms, frame, ms, frame, ...}.
+# Per topic: {1 or 0 (recovered), epoch now, seq now, ms, frame, ms, frame, ...} (frames after the position, or
+# the current epoch's from its first when the position is in another).
 READ_LUA = """
 local out = {}
 for i = 1, #KEYS, 2 do
@@ -158,12 +162,17 @@ for i = 1, #KEYS, 2 do
         want = epoch
     end
     local row
+    local recovered = 1
+    if epoch and epoch ~= want then
+        -- Another epoch (Redis lost the history, or failed over): a gap, then that epoch from its start.
+        recovered, after = 0, 0
+    end
     if not epoch then
         row = {(want == '' and after == 0) and 1 or 0, '', 0}
-    elseif epoch ~= want or after > seq then
+    elseif after > seq then
         row = {0, epoch, seq}
     elseif after == seq then
-        row = {1, epoch, seq}
+        row = {recovered, epoch, seq}
     else
         local stored = redis.call('LLEN', KEYS[i + 1]) / 2
         local first = seq - stored + 1
@@ -173,7 +182,7 @@ for i = 1, #KEYS, 2 do
             row = redis.call('LRANGE', KEYS[i + 1], 2 * (after + 1 - first), -1)
             table.insert(row, 1, seq)
             table.insert(row, 1, epoch)
-            table.insert(row, 1, 1)
+            table.insert(row, 1, recovered)
         end
     end
     out[#out + 1] = row

@@ -99,6 +99,12 @@ class Sequencer:
                 self._release(topic, release)
             else:
                 self.positions[topic] = replay.head
+            if not replay.recovered and replay.frames and replay.head.epoch != position.epoch:
+                # A new epoch began (Redis failed over) and the history holds it from its first event: those
+                # are delivered after the gap, not skipped.
+                self.held.pop(topic, None)
+                self.positions[topic] = Position(replay.head.epoch, replay.first_offset - 1)
+                self._take(topic, replay.first_offset, replay.frames, release)
         release.hole = self.has_hole(topic)
         return release
 

@@ -6,6 +6,7 @@ the Redis frames are checked byte for byte against the Python builder.
 
 import asyncio
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from realtime import history
 from realtime.dispatcher import Dispatcher
 from realtime.events import encode_template, frame_at
 from realtime.history import NO_EPOCH, InvalidPosition, Position, parse_event_id, parse_position
+from realtime.sequencer import Sequencer
 from tests.clocks import FakeClock
 
 _prefixes = itertools.count()
@@ -55,6 +57,13 @@ async def _worker(dispatcher: Dispatcher, topic: str) -> tuple[str, Position | N
     return channel, await dispatcher.aregister(topic, channel)
 
 
+async def _round_for(layer: Any, channel: str, topic: str) -> tuple[str, int, list[bytes]]:
+    """The next round `channel` receives, as (epoch, first offset, frames) of `topic`."""
+    (row,) = (await layer.receive(channel))["events"]
+    assert row[0] == topic
+    return row[1], row[2], row[3]
+
+
 async def test_events_get_increasing_offsets_and_the_frames_carry_them(make_dispatcher: Any) -> None:
     dispatcher = make_dispatcher()
     channel, joined = await _worker(dispatcher, "h.a")
@@ -71,6 +80,12 @@ async def test_events_get_increasing_offsets_and_the_frames_carry_them(make_disp
     # A worker that joins now learns where the topic stands: it gets every later event and no earlier one.
     _, position = await _worker(dispatcher, "h.a")
     assert position == Position(epoch, 3)
+
+
+def _data(frame: bytes) -> Any:
+    """The `data` of an SSE event frame."""
+    line = next(line for line in frame.split(b"\n") if line.startswith(b"data: "))
+    return json.loads(line[len(b"data: ") :])["data"]
 
 
 def _rows(message: dict[str, Any]) -> list[list[Any]]:
@@ -170,6 +185,69 @@ async def test_a_redis_flush_starts_a_new_epoch(redis_url: str) -> None:
     assert after.offset == 1
     # Never old offsets read under the new epoch: the old position is a gap.
     assert not (await dispatcher.aread_history({"h.f": before}))["h.f"].recovered
+
+
+async def test_offsets_given_by_another_redis_server_start_a_new_epoch(redis_url: str) -> None:
+    """What a replica promoted by Sentinel holds: the old primary's meta hash, as far as it was replicated.
+
+    The offsets after it may have been given and delivered already: a position the new server gives must not
+    repeat one, so it starts a new epoch, and the worker that delivered the old offsets says `gap` and delivers.
+    """
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"hist{next(_prefixes)}", group_expiry=60)
+    dispatcher = Dispatcher(layer, settings=_settings())
+    channel, joined = await _worker(dispatcher, "h.p")
+    sequencer = Sequencer()
+    sequencer.start("h.p", joined)
+    await _publish(dispatcher, "h.p", "a", "b", "c")
+    epoch, first, frames = await _round_for(layer, channel, "h.p")
+    assert sequencer.admit("h.p", epoch, first, frames).offsets == [1, 2, 3]
+    # The replica got offsets 1-2 only, from a server with another run_id.
+    meta, events = history.redis_keys(layer.prefix, "h.p")
+    connection = layer.connection(0)
+    await connection.hset(meta, mapping={"seq": 2, "server": "0" * 40})
+    await connection.rpop(events, 2)
+    old = Position(epoch, 2)
+
+    _, rejoined = await _worker(dispatcher, "h.p")
+    assert rejoined == Position(NO_EPOCH, 0), "a position another server gave is no position"
+    await _publish(dispatcher, "h.p", "d")
+    epoch, first, frames = await _round_for(layer, channel, "h.p")
+    assert epoch not in (NO_EPOCH, old.epoch)
+    assert first == 1
+    release = sequencer.admit("h.p", epoch, first, frames)
+    assert release.gap
+    assert release.offsets == [1], "the new event is delivered, after the gap"
+    assert not (await dispatcher.aread_history({"h.p": old}))["h.p"].recovered
+    replay = (await dispatcher.aread_history({"h.p": Position(epoch, 0)}))["h.p"]
+    assert replay.recovered
+    assert len(replay.frames) == 1
+    # Offsets this server gives keep the epoch.
+    await _publish(dispatcher, "h.p", "e")
+    assert (await _round_for(layer, channel, "h.p"))[:2] == (epoch, 2)
+
+
+async def test_a_worker_that_missed_the_start_of_a_new_epoch_gets_it_after_the_gap(redis_url: str) -> None:
+    """A worker cut off during a failover reads the history (its sweep) in the old epoch: it is told `gap`,
+    then gets the new epoch's events from the first, rather than jumping past them."""
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"hist{next(_prefixes)}", group_expiry=60)
+    dispatcher = Dispatcher(layer, settings=_settings())
+    await _publish(dispatcher, "h.s", "a", "b")
+    old = (await dispatcher.aread_history({"h.s": Position(NO_EPOCH, 0)}))["h.s"].head
+    sequencer = Sequencer()
+    sequencer.start("h.s", old)
+    meta, _ = history.redis_keys(layer.prefix, "h.s")
+    await layer.connection(0).hset(meta, "server", "0" * 40)  # a promoted replica
+    await _publish(dispatcher, "h.s", "c", "d")
+
+    replay = (await dispatcher.aread_history({"h.s": old}))["h.s"]
+    assert not replay.recovered
+    assert replay.head.epoch != old.epoch
+    assert len(replay.frames) == 2
+    release = sequencer.fill("h.s", old, replay)
+    assert release.gap
+    assert release.offsets == [1, 2]
+    assert [_data(frame) for frame in release.frames] == ["c", "d"]
+    assert sequencer.positions["h.s"] == replay.head
 
 
 def test_the_memory_history_forgets_topics_idle_past_their_meta_age() -> None:
