@@ -21,7 +21,7 @@ from django.db import InterfaceError, OperationalError
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
-from realtime import limits
+from realtime import conf, limits
 
 # ASGI's own types are dicts of whatever the server puts in them: Any is the honest type at this boundary
 # (asgiref.typing's TypedDicts require keys the spec makes optional, such as `more_body`). The shapes are
@@ -32,9 +32,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# A client that sends its body slower than this is cut off (408): one trickling client must not hold a
-# request, and its memory, open for minutes.
-BODY_TIMEOUT_SECS = 30.0
+# On a refusal whose request may still be arriving: the server closes once the answer is out.
+CLOSE = (b"connection", b"close")
 
 JSON_HEADERS = (
     (b"content-type", b"application/json"),
@@ -175,12 +174,18 @@ class ClientGone(Exception):
     """The client disconnected before its request was read: nobody is left to answer."""
 
 
-async def aread_body(request: Request, receive: Receive, limit: int) -> bytes:
+async def aread_body(request: Request, receive: Receive, limit: int, *, deadline_secs: float | None = None) -> bytes:
     """Read the request body into `request.body`, refusing it (413) as soon as it is known to pass `limit`.
 
     A declared Content-Length over the limit is refused before a byte is read; an undeclared one as soon as
-    the bytes read pass it. A body slower than BODY_TIMEOUT_SECS is refused with 408.
+    the bytes read pass it. A body not in within REQUEST_DEADLINE_SECS (`deadline_secs`) is refused with 408:
+    one trickling client must not hold a request, and its memory, open for minutes. Both refusals close the
+    connection, as the servers' own guards do (realtime.servers): the rest of a refused body may still come.
+    Under Daphne its guard answers first (its deadline counts from the request line); under uvicorn these
+    endpoints are not behind realtime.servers.guard, so this is their guard.
     """
+    if deadline_secs is None:
+        deadline_secs = float(conf.get("REQUEST_DEADLINE_SECS"))
     declared = request.header("content-length")
     if declared:
         if not declared.isdigit():
@@ -191,7 +196,7 @@ async def aread_body(request: Request, receive: Receive, limit: int) -> bytes:
     size = 0
     task = asyncio.current_task()
     deadlines = _Deadlines.of_running_loop()
-    deadlines.arm(task, BODY_TIMEOUT_SECS)
+    deadlines.arm(task, deadline_secs)
     try:
         while True:
             message = await receive()
@@ -207,7 +212,8 @@ async def aread_body(request: Request, receive: Receive, limit: int) -> bytes:
     except asyncio.CancelledError:
         if not deadlines.expired(task):
             raise
-        raise HttpError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_SECS:.0f} s") from None
+        detail = f"the request did not arrive within {deadline_secs:g} s"
+        raise HttpError(408, "request_timeout", detail, headers=[CLOSE]) from None
     finally:
         deadlines.disarm(task)
     request.body = b"".join(chunks)
@@ -270,7 +276,7 @@ class _Deadlines:
 
 
 def _too_large(limit: int) -> HttpError:
-    return HttpError(413, "too_large", f"the request body is larger than {limit:,} bytes")
+    return HttpError(413, "too_large", f"the request body is larger than {limit:,} bytes", headers=[CLOSE])
 
 
 def parse_json(body: bytes) -> object:

@@ -24,12 +24,10 @@ import json
 import logging
 from collections.abc import Callable
 
-from realtime.http import JSON_HEADERS, ASGIApp, Message, Receive, Scope, Send
+from realtime.http import CLOSE, JSON_HEADERS, ASGIApp, Message, Receive, Scope, Send
 from realtime.servers import daphne
 
 logger = logging.getLogger(__name__)
-
-_CLOSE = (b"connection", b"close")
 
 
 def guard_requests(app: ASGIApp, *, limit_for: Callable[[bytes], int], deadline_secs: float) -> ASGIApp:
@@ -126,7 +124,7 @@ def _too_large(limit: int) -> str:
 async def _arefuse(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
     """Answer as Daphne's guard does, and close: a refused body may still be on its way."""
     body = json.dumps({"detail": detail, "code": code}).encode()
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), _CLOSE]
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), CLOSE]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     client = scope.get("client")

@@ -31,8 +31,16 @@ def _answer(raw: bytes) -> tuple[int, dict]:
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 
-# The body tests post to a Django view (DRF): under uvicorn that is what realtime.servers.guard covers. The bare
-# real-time and like endpoints read their own bodies (realtime.http.aread_body), under either server.
+# The body tests post to a Django view (DRF), which under uvicorn realtime.servers.guard covers, and to the bare
+# real-time and like endpoints, which read their own bodies (realtime.http.aread_body): under Daphne its guard
+# answers first, under uvicorn aread_body does. Every refusal closes the connection: `_raw` reads to EOF.
+BODY_PATHS = [
+    pytest.param("/api/videos/1/comments", "application/x-www-form-urlencoded", id="django"),
+    pytest.param("/api/publish", "application/json", id="publish"),
+    pytest.param("/api/videos/1/likes", "application/json", id="like"),
+]
+
+
 @pytest.fixture(params=SERVERS)
 def worker(request, start_worker):
     return start_worker(server=request.param, REALTIME_REQUEST_DEADLINE_SECS="2")
@@ -44,10 +52,11 @@ def daphne_worker(start_worker):
     return start_worker(REALTIME_REQUEST_DEADLINE_SECS="2")
 
 
-async def test_a_declared_oversize_body_is_refused_before_it_is_sent(worker):
+@pytest.mark.parametrize(("path", "content_type"), BODY_PATHS)
+async def test_a_declared_oversize_body_is_refused_before_it_is_sent(worker, path, content_type):
     head = (
-        f"POST /api/videos/1/comments HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 600000000\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 600000000\r\n\r\n"
     ).encode()
     started = time.monotonic()
     status, body = _answer(await asyncio.to_thread(_raw, worker.port, head))
@@ -113,10 +122,11 @@ async def test_a_trickling_request_is_cut_off_at_the_deadline(daphne_worker):
     assert time.monotonic() - started < 3.5
 
 
-async def test_a_trickling_body_is_cut_off_at_the_deadline(worker):
+@pytest.mark.parametrize(("path", "content_type"), BODY_PATHS)
+async def test_a_trickling_body_is_cut_off_at_the_deadline(worker, path, content_type):
     head = (
-        f"POST /api/videos/1/comments HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 100\r\n\r\n"
     ).encode()
     started = time.monotonic()
     status, body = _answer(await asyncio.to_thread(_trickle, worker.port, head))
