@@ -67,8 +67,15 @@ class Site:
 
     async def __aenter__(self) -> "Site":
         self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        while not self.server.started:
+        # uvicorn offers no start event: poll, for at most 10 s, and fail at once if serve() ended.
+        for _ in range(1000):
+            if self.server.started or self.task.done():
+                break
             await asyncio.sleep(0.01)
+        if not self.server.started:
+            if self.task.done():
+                self.task.result()  # serve()'s own error, if it raised one
+            raise AssertionError("uvicorn did not start within 10 s")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
