@@ -16,6 +16,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -65,6 +66,10 @@ SWEEP_BATCH = 500
 BUSIEST_TOPICS = 20
 # Frames per write when a resumed stream is sent what it missed.
 REPLAY_CHUNK = 100
+# Topic revocations remembered for the read checks that were under way when they came (Worker._acheck_read);
+# a check repeated this many times, each overtaken by a revocation, is refused.
+REVOCATIONS_KEPT = 1000
+READ_CHECK_TRIES = 3
 
 
 def gap_frame(topics: list[str]) -> bytes:
@@ -99,6 +104,11 @@ class Worker:
         self.reorder_secs = reorder_secs
         self._repairs: set[str] = set()  # topics whose hole a task is repairing
         self._sweep_due = False  # a fault may have cost events: check every hosted topic against its history
+        # Topic revocations as they arrive: (their count so far, member, topics), the last REVOCATIONS_KEPT.
+        # A subscription's read check awaits (a rule's database query): one that began before a revocation of
+        # the same member's topic arrived may have been answered from the state before the removal.
+        self._topic_revocations: deque[tuple[int, object, frozenset[str]]] = deque(maxlen=REVOCATIONS_KEPT)
+        self._topic_revocation_count = 0
         self.channel = ""
         self.registry = Registry(dispatcher, "", self._hosted)
         self.rpc = Rpc(dispatcher, "", timeout_secs=rpc_timeout_secs)
@@ -113,6 +123,7 @@ class Worker:
             "stray_events": 0,
             "revoked_streams": 0,
             "revoked_topic_streams": 0,
+            "read_checks_repeated": 0,
             "resumed_topics": 0,
             "resume_gaps": 0,
             "replayed_events": 0,
@@ -318,7 +329,7 @@ class Worker:
             raise Refused(NOT_YOUR_CONNECTION, "this stream belongs to another member")
         if op == SUBSCRIBE:
             try:
-                await policies.acheck_read(topics, conn.member_id, conf.get("OPEN_NAMESPACES"))
+                await self._acheck_read(topics, conn.member_id)
                 check_topic_count(len(conn.topics | set(topics)), self.max_topics)
             except ForbiddenTopic as exc:
                 raise Refused(FORBIDDEN_TOPIC, str(exc)) from None
@@ -354,6 +365,27 @@ class Worker:
             # by the registry's repair.
             await self.registry.async_topics(emptied)
         return {"topics": sorted(conn.topics), "positions": {}, "recovered": [], "gaps": []}
+
+    async def _acheck_read(self, topics: list[str], member_id: int | None) -> None:
+        """The read check, done again if a revocation of these topics for this member arrived meanwhile; raises
+        ForbiddenTopic. What follows it (the hub's subscribe) runs without an await in between: a revocation
+        that arrives after this returns finds the topics subscribed and takes them."""
+        wanted = frozenset(topics)
+        for _ in range(READ_CHECK_TRIES):
+            before = self._topic_revocation_count
+            await policies.acheck_read(topics, member_id, conf.get("OPEN_NAMESPACES"))
+            if not self._revoked_since(before, member_id, wanted):
+                return
+            self.stats["read_checks_repeated"] += 1
+        raise ForbiddenTopic("this stream's access to these topics kept changing while it was checked: retry")
+
+    def _revoked_since(self, count: int, member_id: int | None, topics: frozenset[str]) -> bool:
+        if self._topic_revocation_count == count:
+            return False
+        kept = self._topic_revocations
+        if kept[0][0] > count + 1:
+            return True  # Some that arrived meanwhile are no longer kept: assume the worst.
+        return any(n > count and member == member_id and not topics.isdisjoint(taken) for n, member, taken in kept)
 
     def receiving(self) -> bool:
         """Whether the receive loop runs (it restarts itself after errors; done only if it crashed or stopped)."""
@@ -392,6 +424,8 @@ class Worker:
 
     def _revoke_topics(self, member: object, topics: list[str], reason: str) -> None:
         """Take `topics` from every local stream of `member`; each is told which, and why."""
+        self._topic_revocation_count += 1
+        self._topic_revocations.append((self._topic_revocation_count, member, frozenset(topics)))
         emptied: list[str] = []
         told = 0
         for conn in [conn for conn in self.hub.connections.values() if conn.member_id == member]:
