@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from realtime import history
 from realtime.events import Template, frame_at
@@ -159,7 +159,7 @@ Outgoing = Template | bytes
 # next tick and share its round. Without it a worker taking single-event POSTs at 2,500/s ran a round for every
 # one or two events, and each round costs every hosting worker a channel-layer message to receive: the receivers
 # fell seconds behind (docs/benchmarks.md, A.14). At most ROUND_SECS of added latency, and only under load.
-ROUND_SECS = 0.005
+ROUND_SECS = 0.010
 # Messages taken off the worker channel per Redis call, and how long one call blocks when none is waiting (as
 # channels-redis' own receive: its redis-py socket timeout is set above it in livesite/settings.py).
 RECEIVE_BATCH = 100
@@ -214,6 +214,7 @@ class Dispatcher:
         self._reads: dict[tuple[str, history.Position], asyncio.Future[history.Replay]] = {}
         self._inboxes: dict[str, deque[LayerMessage]] = {}
         self._receiving = asyncio.Lock()
+        self._bzmpop = True  # until Redis says it has no BZMPOP (Redis < 7)
         self.publish_seconds = Histogram()
 
     async def anew_worker_channel(self) -> str:
@@ -606,12 +607,27 @@ class Dispatcher:
         layer: Any = self.layer  # channels-redis: the key, shard and serializer its own receive uses
         key = layer.prefix + layer.non_local_name(channel)
         connection = layer.connection(layer.consistent_hash(channel))
-        members = [row[0] for row in await connection.zpopmin(key, RECEIVE_BATCH)]
-        if not members:
-            found = await connection.bzpopmin(key, timeout=RECEIVE_BLOCK_SECS)
-            if found is None:
-                return
-            members = [found[1]]
+        if self._bzmpop:
+            # Redis >= 7: up to RECEIVE_BATCH waiting messages, or block until one comes, in ONE call. Messages
+            # arrive a round at a time, so the pair below costs two calls per message (a ZPOPMIN that finds
+            # nothing, then the BZPOPMIN that waits); each redis-py call is about 0.1 ms of the worker's CPU.
+            try:
+                found = await connection.bzmpop(RECEIVE_BLOCK_SECS, 1, [key], min=True, count=RECEIVE_BATCH)
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._bzmpop = False  # Redis < 7: ZPOPMIN, then BZPOPMIN when none is waiting.
+            else:
+                if found is None:
+                    return
+                members = [row[0] for row in found[1]]
+        if not self._bzmpop:
+            members = [row[0] for row in await connection.zpopmin(key, RECEIVE_BATCH)]
+            if not members:
+                found = await connection.bzpopmin(key, timeout=RECEIVE_BLOCK_SECS)
+                if found is None:
+                    return
+                members = [found[1]]
         for member in members:
             message = layer.deserialize(member)
             self._inboxes.setdefault(message.pop("__asgi_channel__", channel), deque()).append(message)

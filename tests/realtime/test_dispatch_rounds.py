@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from channels_redis.core import RedisChannelLayer
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from realtime import http
 from realtime.dispatcher import EVENTS, Dispatcher
@@ -94,6 +96,30 @@ async def test_a_receive_waits_for_a_message_that_comes_later(make_layer: Any) -
     assert not waiting.done()
     await layer.send(channel, {"type": "rt.reply", "seq": 1})
     assert await asyncio.wait_for(waiting, 3) == {"type": "rt.reply", "seq": 1}
+
+
+async def test_a_redis_without_bzmpop_is_read_the_older_way(make_layer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis before 7 has no BZMPOP: the first receive finds out, and every receive then uses ZPOPMIN + BZPOPMIN."""
+    calls: list[str] = []
+
+    async def unknown(*args: Any, **kwargs: Any) -> None:
+        calls.append("bzmpop")
+        raise ResponseError("unknown command 'BZMPOP', with args beginning with: ")
+
+    monkeypatch.setattr(Redis, "bzmpop", unknown)
+    layer = make_layer()
+    dispatcher = Dispatcher(layer)
+    channel = await dispatcher.anew_worker_channel()
+    for seq in range(3):
+        await layer.send(channel, {"type": "rt.reply", "seq": seq})
+    received = [await asyncio.wait_for(dispatcher.areceive(channel), 2) for _ in range(3)]
+    assert received == [{"type": "rt.reply", "seq": seq} for seq in range(3)]
+    waiting = asyncio.ensure_future(dispatcher.areceive(channel))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await layer.send(channel, {"type": "rt.reply", "seq": 3})
+    assert await asyncio.wait_for(waiting, 3) == {"type": "rt.reply", "seq": 3}
+    assert calls == ["bzmpop"], "asked once, then never again"
 
 
 async def test_a_body_slower_than_its_deadline_is_refused_with_408(monkeypatch: pytest.MonkeyPatch) -> None:
