@@ -377,6 +377,9 @@ class Worker:
             if not self._revoked_since(before, member_id, wanted):
                 return
             self.stats["read_checks_repeated"] += 1
+        logger.warning(
+            "worker %s: member %s's read check of %s overtaken by revocations; refused", self.channel, member_id, topics
+        )
         raise ForbiddenTopic("this stream's access to these topics kept changing while it was checked: retry")
 
     def _revoked_since(self, count: int, member_id: int | None, topics: frozenset[str]) -> bool:
