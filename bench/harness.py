@@ -42,7 +42,9 @@ PYTHON, DAPHNE = sys.executable, str(Path(sys.executable).with_name("daphne"))
 # The ASGI servers a benchmark may run livesite's workers under (`--server`, where a benchmark offers it):
 # uvicorn as the README recommends it, without the access log (nginx keeps that).
 SERVERS = ("daphne", "uvicorn")
+# As deploy/systemd/uvicorn.conf runs it (from 2 December; before, uvicorn's own proxy-header handling was on).
 UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log"]
+UVICORN += ["--timeout-keep-alive", "75", "--no-proxy-headers"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EVENT_TYPE = "bench.tick"  # what bench/loadclient.py times: data {"seq", "sent_at"}
 MAX_STREAMS_PER_PROCESS = 19_000  # RLIMIT_NOFILE is 20,000 here (hard): room for the process's own files

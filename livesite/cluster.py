@@ -37,6 +37,11 @@ SERVERS = {
         "on",
         "--timeout-graceful-shutdown",
         "5",
+        # As deploy/systemd/uvicorn.conf: idle keep-alive connections outlive a proxy's (nginx: 60 s), and
+        # X-Forwarded-* are believed by the site itself, only with TRUST_PROXY_HEADERS.
+        "--timeout-keep-alive",
+        "75",
+        "--no-proxy-headers",
     ],
 }
 APPLICATION = "livesite.asgi:application"

@@ -28,6 +28,8 @@ DAPHNE = [PYTHON, "-m", "livesite.serve"]
 # shutdown: uvicorn waits for open responses, and a stream never ends by itself.
 UVICORN = [PYTHON, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on"]
 UVICORN += ["--timeout-graceful-shutdown", "2", "--no-access-log"]
+# As deploy/systemd/uvicorn.conf runs it: idle connections kept past nginx's, X-Forwarded-* left to the site.
+UVICORN += ["--timeout-keep-alive", "75", "--no-proxy-headers"]
 SERVERS = ("daphne", "uvicorn")
 
 

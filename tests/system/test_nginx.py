@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.harness import PYTHON, ROOT, SSEClient, Worker, free_port, wait_for_port
+from tests.system.harness import PYTHON, ROOT, SERVERS, SSEClient, Worker, free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -172,12 +172,16 @@ def _static_files(root: Path) -> Path:
 
 
 @pytest.mark.system
+@pytest.mark.parametrize("server", SERVERS)
 async def test_https_reaches_both_workers_with_the_browsers_host_scheme_and_a_live_stream(
-    redis_server, start_worker, nginx, tokens, monkeypatch
+    redis_server, start_worker, nginx, tokens, monkeypatch, server
 ):
     # No PUBLIC_ORIGIN here, so no trusted CSRF origin either: signing in passes Django's Origin check only if
-    # nginx forwards the Host WITH its port and the https scheme, and the workers believe them.
-    workers = [start_worker(redis_server.url, name=name, TRUST_PROXY_HEADERS="true") for name in ("one", "two")]
+    # nginx forwards the Host WITH its port and the https scheme, and the workers believe them (under uvicorn
+    # too, whose own proxy-header handling is off: deploy/systemd/uvicorn.conf).
+    workers = [
+        start_worker(redis_server.url, name=name, server=server, TRUST_PROXY_HEADERS="true") for name in ("one", "two")
+    ]
     nginx.start(workers, static_root=ROOT / "static")
 
     with https_client(nginx) as client:
@@ -291,20 +295,34 @@ def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path):
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (package systemd): the units cannot be verified here")
     # verify also checks that ExecStart's program exists: point the units at this checkout's virtualenv.
-    for unit in (DEPLOY / "systemd").iterdir():
+    for unit in (DEPLOY / "systemd").glob("livesite*"):
         (tmp_path / unit.name).write_text(unit.read_text().replace("/srv/livesite", str(ROOT)))
     assert (ROOT / ".venv" / "bin" / "python").exists(), "the units run the project's .venv (make venv)"
-    result = subprocess.run(
-        [analyze, "verify", "--man=no", "livesite@8101.service", "livesite@8102.service", "livesite.target"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    units = ["livesite@8101.service", "livesite@8102.service", "livesite.target"]
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        command = [analyze, "verify", "--man=no", *units]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
     # Unknown keys and bad values are only warnings (exit 0): any output at all fails the test.
+    result = verify()
     assert result.returncode == 0, result.stderr
     assert result.stdout + result.stderr == ""
+    # uvicorn instead of Daphne: the drop-in, where systemd finds it beside the unit.
+    drop_in = tmp_path / "livesite@.service.d"
+    drop_in.mkdir()
+    uvicorn = (DEPLOY / "systemd" / "uvicorn.conf").read_text()
+    (drop_in / "uvicorn.conf").write_text(uvicorn.replace("/srv/livesite", str(ROOT)))
+    result = verify()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+    # uvicorn must not close an idle connection that nginx may still send a request on.
+    nginx_idle = re.search(r"keepalive_timeout (\d+)s;", (DEPLOY / "nginx" / "livesite.conf.template").read_text())
+    uvicorn_idle = re.search(r"--timeout-keep-alive (\d+) ", uvicorn)
+    assert nginx_idle is not None
+    assert uvicorn_idle is not None
+    assert int(uvicorn_idle[1]) > int(nginx_idle[1])
+    assert "--no-proxy-headers" in uvicorn
     service = (DEPLOY / "systemd" / "livesite@.service").read_text()
     assert "Restart=on-failure" in service
     assert "EnvironmentFile=/etc/livesite/livesite.env" in service
