@@ -151,15 +151,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and _env_bo
     # request paid a new PostgreSQL backend (3.4 ms of server CPU against 0.03 ms on a kept connection,
     # docs/benchmarks.md). A process-wide pool keeps them.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A request waits this long for a pool connection, then answers 503 (livesite.errors). It is also what every
+    # request costs while PostgreSQL is down (the pool has nothing to give): seconds, not a client's patience
+    # (tests/system/test_database_faults.py).
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": _env_int("DATABASE_POOL_MAX", 20),
-        "timeout": 10,
+        "timeout": _env_float("DATABASE_POOL_TIMEOUT_SECS", 3),
     }
-    # A statement waiting for a lock gives up before a request waiting for a pool connection does (10 s), so a
-    # locked table answers 503 (livesite.errors) instead of holding every connection of the pool.
+    # A statement waiting for a lock gives up before a request waiting for a pool connection does, so a locked
+    # table answers 503 (livesite.errors) instead of holding every connection of the pool.
     DATABASES["default"]["OPTIONS"].setdefault(
-        "options", f"-c lock_timeout={_env_int('DATABASE_LOCK_TIMEOUT_MS', 5000)}"
+        "options", f"-c lock_timeout={_env_int('DATABASE_LOCK_TIMEOUT_MS', 2000)}"
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several Daphne threads write at once (likes); wait for the lock instead of failing at once, but not for
