@@ -57,24 +57,20 @@ class DispatchUnavailable(Exception):
 # them to its history (realtime.history has the layout). A single script instead of commands per topic: the
 # client side of those was 23 % of a dispatcher's CPU at 8,000 events/s over 4,040 topics (docs/benchmarks.md),
 # and history costs no extra round trip.
-#
-# A topic's epoch belongs to the Redis server that gave its offsets (its run_id, kept in the meta hash): a
-# replica promoted by Sentinel, or a server restarted from its files, may lack the last offsets the old one
-# gave (replication and fsync are asynchronous), and giving them again in the same epoch would make workers
-# that delivered the lost events drop the new ones as duplicates. So a server that finds another's run_id
-# starts a new epoch: workers and resuming clients are told `gap` (they cannot know what was lost), and
-# nothing new is dropped. INFO in a script needs Redis >= 5 (effects replication), as channels-redis does.
+# Each topic kept is first owned by the serving Redis server (realtime.history.OWN_LUA: after a failover, a new
+# epoch).
 # KEYS: per topic, its group key, then its history's meta hash and list when it keeps a history.
 # ARGV: stale-before (s), now (ms), a new epoch for histories that have none, size, age (ms), list TTL (s),
 #       meta TTL (s); then per topic: its name, 1 or 0 (history kept), n, then n (head, body) template pairs
 #       when kept. Returns per topic {members, epoch, first offset} ('' and 0 without history).
 # Builds each frame exactly as realtime.events.frame_at does.
-_ROUND_LUA = """
+_ROUND_LUA = (
+    history.OWN_LUA
+    + """
 local stale, now, fresh_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local size, age, list_ttl, meta_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local stamp = string.format('%d', now)
 local cutoff = now - age
-local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 local out = {}
 local k, a = 1, 8
 while k <= #KEYS do
@@ -85,10 +81,7 @@ while k <= #KEYS do
     if kept == '1' then
         local meta, list = KEYS[k + 1], KEYS[k + 2]
         k = k + 3
-        if redis.call('HGET', meta, 'server') ~= server then
-            redis.call('DEL', list)
-            redis.call('HSET', meta, 'epoch', fresh_epoch, 'seq', 0, 'server', server)
-        end
+        own(meta, list, fresh_epoch, meta_ttl, true)
         local epoch = redis.call('HGET', meta, 'epoch')
         local first = redis.call('HINCRBY', meta, 'seq', n) - n + 1
         local tag = 'id: ' .. topic .. ':' .. epoch .. ':'
@@ -113,6 +106,7 @@ while k <= #KEYS do
 end
 return out
 """
+)
 
 # A round's messages to the workers hosting its topics, as channels-redis' `send` writes each one (expired messages
 # pruned, the capacity checked, ZADD at `now`, the key's expiry reset) but for every worker of one shard in ONE
@@ -137,17 +131,18 @@ return out
 """
 
 # A worker joins a topic's group (as group_add does) and learns the topic's position at that instant, in one
-# atomic step: every event it receives from then on has a greater offset, every earlier one a smaller. A
-# position another server gave (before a failover) is no position: the next round starts a new epoch.
-_REGISTER_LUA = """
+# atomic step: every event it receives from then on has a greater offset, every earlier one a smaller.
+# KEYS: the group, the topic's meta hash and list. ARGV: the worker channel, now (s), the group's TTL (s), a new
+# epoch and the meta TTL (s) for OWN_LUA.
+_REGISTER_LUA = (
+    history.OWN_LUA
+    + """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-local epoch, seq, server = unpack(redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'server'))
-if server ~= string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') then
-    return {false, false}
-end
-return {epoch, seq}
+own(KEYS[2], KEYS[3], ARGV[4], ARGV[5], false)
+return redis.call('HMGET', KEYS[2], 'epoch', 'seq')
 """
+)
 
 
 # What a round carries per topic: event templates (realtime.events), which get positions and history, or raw
@@ -236,10 +231,15 @@ class Dispatcher:
         connection = layer.connection(layer.consistent_hash(name))
         if self._register_script is None:
             self._register_script = connection.register_script(_REGISTER_LUA)
-        meta, _ = history.redis_keys(layer.prefix, topic)
         epoch, seq = await self._register_script(
-            keys=[layer._group_key(name), meta],
-            args=[worker_channel, time.time(), layer.group_expiry],
+            keys=[layer._group_key(name), *history.redis_keys(layer.prefix, topic)],
+            args=[
+                worker_channel,
+                time.time(),
+                layer.group_expiry,
+                history.new_epoch(),
+                history.expiry_secs(self.history.meta_secs),
+            ],
             client=connection,
         )
         if not self.history.keeps(topic):
@@ -536,7 +536,7 @@ class Dispatcher:
 
         async def read(index: int, shard_topics: list[str]) -> list[list[Any]]:
             keys: list[str] = []
-            args: list[Any] = []
+            args: list[Any] = [history.new_epoch(), history.expiry_secs(self.history.meta_secs)]
             for topic in shard_topics:
                 keys.extend(history.redis_keys(layer.prefix, topic))
                 args += [since[topic].epoch, since[topic].offset]
@@ -614,9 +614,12 @@ class Dispatcher:
             try:
                 found = await connection.bzmpop(RECEIVE_BLOCK_SECS, 1, [key], min=True, count=RECEIVE_BATCH)
             except ResponseError as exc:
-                if "unknown command" not in str(exc).lower():
+                reason = str(exc).lower()
+                if "unknown command" not in reason and "noperm" not in reason:
                     raise
-                self._bzmpop = False  # Redis < 7: ZPOPMIN, then BZPOPMIN when none is waiting.
+                # Redis < 7, or an ACL that allows only the older commands: ZPOPMIN, then BZPOPMIN when none waits.
+                logger.info("worker channel %s read without BZMPOP (%s)", channel, exc)
+                self._bzmpop = False
             else:
                 if found is None:
                     return

@@ -85,9 +85,11 @@ class Replay:
     """What the history holds for one topic after a position.
 
     `recovered`: every event after the position is in `frames` (possibly none); otherwise the client has a
-    gap there, and `frames` holds the topic's current epoch from its first event when the position was in
-    another epoch and the history still has all of that one (Redis failed over: what followed is not lost
-    too). `head` is the topic's position now (as far as this read saw it).
+    gap there, and, from Redis only, `frames` holds the topic's current epoch from its first event when the
+    position was in another epoch and the history still has all of that one (Redis failed over: what followed
+    is not lost too; a worker's sequencer delivers them after the gap, a resuming stream gets the gap and
+    refetches). In process, another epoch means the process restarted, and its workers with it: no frames.
+    `head` is the topic's position now (as far as this read saw it).
     """
 
     recovered: bool
@@ -148,15 +150,50 @@ def redis_keys(prefix: str, topic: str) -> tuple[str, str]:
     return f"{base}:m", base
 
 
-# KEYS: per topic, its meta hash and its list. ARGV: per topic, the epoch and offset the client has.
+# Every script that reads or gives a topic's position first makes the serving Redis server its owner (Lua
+# prepended to the dispatcher's round and registration scripts and to READ_LUA). A topic's epoch belongs to the
+# server that gave its offsets (its run_id, in the meta hash): a replica promoted by Sentinel, or a server
+# restarted from its files, may lack the last offsets the old one gave (replication and fsync are
+# asynchronous). Giving them again in the same epoch would make workers that delivered the lost events drop the
+# new ones as duplicates, and a resumed client skip them; so another server's positions are dropped with their
+# events and the topic starts a new epoch at once, which every position in the old one then meets as a gap.
+# Positions written before servers were recorded (an upgrade) are taken over as they are. Without a run_id in
+# INFO (a Redis-like server), positions are never dropped. INFO in a script needs Redis >= 5 (effects
+# replication), as channels-redis does.
+OWN_LUA = """
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or 'unknown'
+local function own(meta, list, fresh_epoch, meta_ttl, create)
+    local owner = redis.call('HGET', meta, 'server')
+    if owner == server then
+        return
+    end
+    if redis.call('HEXISTS', meta, 'epoch') == 0 then
+        if create then
+            redis.call('HSET', meta, 'epoch', fresh_epoch, 'seq', 0, 'server', server)
+        end
+    elseif not owner then
+        redis.call('HSET', meta, 'server', server)
+    else
+        redis.call('DEL', list)
+        redis.call('HSET', meta, 'epoch', fresh_epoch, 'seq', 0, 'server', server)
+        redis.call('EXPIRE', meta, meta_ttl)
+    end
+end
+"""
+
+# KEYS: per topic, its meta hash and its list. ARGV: a new epoch and the meta TTL (s) for OWN_LUA, then per
+# topic the epoch and offset the client has.
 # Per topic: {1 or 0 (recovered), epoch now, seq now, ms, frame, ms, frame, ...} (frames after the position, or
 # the current epoch's from its first when the position is in another).
-READ_LUA = """
+READ_LUA = (
+    OWN_LUA
+    + """
 local out = {}
 for i = 1, #KEYS, 2 do
-    local epoch = redis.call('HGET', KEYS[i], 'epoch')
-    local seq = tonumber(redis.call('HGET', KEYS[i], 'seq') or '0')
-    local want, after = ARGV[i], tonumber(ARGV[i + 1])
+    own(KEYS[i], KEYS[i + 1], ARGV[1], ARGV[2], false)
+    local epoch, seq = unpack(redis.call('HMGET', KEYS[i], 'epoch', 'seq'))
+    seq = tonumber(seq or '0')
+    local want, after = ARGV[i + 2], tonumber(ARGV[i + 3])
     if want == '' and epoch then
         -- "No event existed when I joined": every event of the epoch since is missed.
         want = epoch
@@ -189,6 +226,7 @@ for i = 1, #KEYS, 2 do
 end
 return out
 """
+)
 
 
 def replay_from_row(row: list[Any]) -> Replay:

@@ -102,9 +102,11 @@ class Sequencer:
             if not replay.recovered and replay.frames and replay.head.epoch != position.epoch:
                 # A new epoch began (Redis failed over) and the history holds it from its first event: those
                 # are delivered after the gap, not skipped.
-                self.held.pop(topic, None)
+                self.held.pop(topic, None)  # the old epoch's: the gap covers them
                 self.positions[topic] = Position(replay.head.epoch, replay.first_offset - 1)
+                before = len(release.frames)
                 self._take(topic, replay.first_offset, replay.frames, release)
+                self.stats["filled_events"] += len(release.frames) - before
         release.hole = self.has_hole(topic)
         return release
 

@@ -17,8 +17,12 @@ from realtime import history
 from realtime.dispatcher import Dispatcher
 from realtime.events import encode_template, frame_at
 from realtime.history import NO_EPOCH, InvalidPosition, Position, parse_event_id, parse_position
+from realtime.hub import Connection
 from realtime.sequencer import Sequencer
+from realtime.servers.queued import QueuedWriter
+from realtime.worker import Worker
 from tests.clocks import FakeClock
+from tests.realtime.test_hub import Recorder
 
 _prefixes = itertools.count()
 
@@ -209,10 +213,12 @@ async def test_offsets_given_by_another_redis_server_start_a_new_epoch(redis_url
     old = Position(epoch, 2)
 
     _, rejoined = await _worker(dispatcher, "h.p")
-    assert rejoined == Position(NO_EPOCH, 0), "a position another server gave is no position"
+    assert rejoined is not None
+    assert rejoined.epoch not in (NO_EPOCH, old.epoch), "the new server's epoch, at once"
+    assert rejoined.offset == 0
     await _publish(dispatcher, "h.p", "d")
     epoch, first, frames = await _round_for(layer, channel, "h.p")
-    assert epoch not in (NO_EPOCH, old.epoch)
+    assert epoch == rejoined.epoch
     assert first == 1
     release = sequencer.admit("h.p", epoch, first, frames)
     assert release.gap
@@ -298,3 +304,34 @@ def test_apps_declare_ephemeral_topics_beside_the_operators(settings) -> None:
         assert kept.keeps("room.4.messages")
     finally:
         history._ephemeral.remove(r"room\.[0-9]+\.typing")
+
+
+async def test_a_stream_resumed_just_after_a_failover_gets_a_gap_then_the_new_epoch(redis_url: str) -> None:
+    """The old primary gave offsets 1-10, the promoted replica holds 1-8; a client that had 8 reconnects to a
+    worker that registers only now. It cannot be told it missed nothing: a gap, then every new event."""
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"hist{next(_prefixes)}", group_expiry=60)
+    dispatcher = Dispatcher(layer, settings=_settings())
+    await _publish(dispatcher, "h.r", *[f"e{n}" for n in range(1, 11)])
+    meta, events = history.redis_keys(layer.prefix, "h.r")
+    connection = layer.connection(0)
+    old_epoch = (await connection.hget(meta, "epoch")).decode()
+    await connection.hset(meta, mapping={"seq": 8, "server": "0" * 40})
+    await connection.rpop(events, 4)
+    worker = Worker(dispatcher, flush_secs=0.0)
+    await worker.astart()
+    try:
+        recorder = Recorder()
+        conn = Connection(worker.new_connection_id(), None, QueuedWriter(recorder, max_pending=1000))
+        since = {"h.r": Position(old_epoch, 8)}
+        await worker.aattach(conn, ["h.r"], since)
+        assert await worker.aresume(conn, since) == ([], ["h.r"])
+        await _publish(dispatcher, "h.r", "n1", "n2", "n3")
+        async with asyncio.timeout(5):
+            while b"n3" not in b"".join(recorder.bodies):
+                recorder.arrived.clear()
+                await recorder.arrived.wait()
+        body = b"".join(recorder.bodies)
+        assert body.count(b"event: gap") == 1
+        assert body.index(b"event: gap") < body.index(b'"n1"') < body.index(b'"n2"') < body.index(b'"n3"')
+    finally:
+        await worker.astop()
