@@ -17,7 +17,7 @@ from realtime.http import HttpError, Receive, Request, Send, check_method, endpo
 from realtime.hub import CLOSING_FRAME, RESET_GRACE_SECS, Connection, Payload, body
 from realtime.servers.queued import QueuedWriter
 from realtime.topics import ForbiddenTopic, InvalidTopic, TooManyTopics
-from realtime.worker import Worker, aget_worker
+from realtime.worker import AccessChanging, Worker, aget_worker
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     lost = [] if (since and request.query("since")) or not request.header("last-event-id") else topics
     ticket = request.query("ticket")
     caller = await (auth.aauthenticate_ticket(ticket[0]) if ticket else auth.aauthenticate(request))
+    worker = await aget_worker()
+    # A topic revocation after this mark, before the topics are subscribed, has them checked again (aattach).
+    checked_at = worker.revocation_mark()
     try:
         await policies.acheck_read(topics, caller.member_id, conf.get("OPEN_NAMESPACES"))
     except ForbiddenTopic as exc:
@@ -62,7 +65,6 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
     holders = caps.Holders.of(request.client_address, member_id)
     del request, caller  # Held by this frame for the stream's life otherwise.
 
-    worker = await aget_worker()
     connection_id = worker.new_connection_id()
     if holders.entries:
         try:
@@ -70,7 +72,7 @@ async def stream(request: Request, receive: Receive, send: Send) -> None:
         except caps.CapReached as exc:
             raise HttpError(429, "too_many_streams", str(exc), headers=[(b"retry-after", b"5")]) from None
     try:
-        await _serve(worker, connection_id, topics, since, lost, member_id, credential, receive, send)
+        await _serve(worker, connection_id, topics, since, lost, member_id, credential, checked_at, receive, send)
     finally:
         if holders.entries:
             worker.spawn(caps.get().arelease(holders, worker.channel, connection_id))
@@ -84,6 +86,7 @@ async def _serve(
     lost: list[str],
     member_id: int | None,
     credential: str | None,
+    checked_at: int,
     receive: Receive,
     send: Send,
 ) -> None:
@@ -96,7 +99,13 @@ async def _serve(
     lingering = False
     try:
         try:
-            await worker.aattach(conn, topics, since, lost)
+            await worker.aattach(conn, topics, since, lost, checked_at=checked_at)
+        except (ForbiddenTopic, AccessChanging) as exc:
+            # Revoked while the stream opened (its status is sent): said in a last frame; reconnecting is refused
+            # (403) or, if the access keeps changing, tried again.
+            code = "forbidden_topic" if isinstance(exc, ForbiddenTopic) else "unavailable"
+            conn.close(_error_frame(code, str(exc)))
+            lingering = True
         except Exception:
             # The response has started: no status can say it now. A last frame says why, then the stream ends.
             logger.exception("stream %s could not register its topics", conn.id)

@@ -77,6 +77,10 @@ def gap_frame(topics: list[str]) -> bytes:
     return sse.frame(json.dumps({"topics": topics}, separators=(",", ":")), event="gap")
 
 
+class AccessChanging(Exception):
+    """A read check overtaken by revocations READ_CHECK_TRIES times in a row: try again shortly (503)."""
+
+
 class Worker:
     def __init__(
         self,
@@ -206,14 +210,20 @@ class Worker:
         topics: Iterable[str] = (),
         since: dict[str, Position] | None = None,
         lost: Iterable[str] = (),
+        *,
+        checked_at: int | None = None,
     ) -> None:
         """Add a stream and its first topics; returns once this worker is registered for all of them.
 
         Topics in `since` (to resume) and `lost` (that cannot be) are held for `aresume`: their live events wait
-        until what was missed, or a `gap` frame, is written.
+        until what was missed, or a `gap` frame, is written. `checked_at`: the `revocation_mark()` taken before
+        the topics' read check; a topic revocation for this member since then has them checked again
+        (ForbiddenTopic, AccessChanging), so a removal during the stream's opening is not outrun by it.
         """
-        self.hub.add(conn)
         topics = list(topics)
+        if checked_at is not None and topics:
+            await self._acheck_read(topics, conn.member_id, checked_at)
+        self.hub.add(conn)
         held = [topic for topic in [*(since or {}), *lost] if topic in topics]
         if held:
             conn.catching_up = {topic: ([], []) for topic in held}
@@ -241,6 +251,9 @@ class Worker:
             self.stats["history_failures"] += 1
             logger.warning("worker %s could not read the history to resume a stream: %s", self.channel, exc)
             replays = {}
+        # A topic taken from the stream meanwhile (a revocation) is no longer the stream's to resume.
+        topics = [topic for topic in topics if topic in waiting]
+        lost = [topic for topic in lost if topic in waiting]
         recovered = [topic for topic in topics if topic in replays and replays[topic].recovered]
         gaps = [topic for topic in topics if topic not in recovered] + lost
         out: list[bytes] = [gap_frame(gaps)] if gaps else []
@@ -333,8 +346,13 @@ class Worker:
                 check_topic_count(len(conn.topics | set(topics)), self.max_topics)
             except ForbiddenTopic as exc:
                 raise Refused(FORBIDDEN_TOPIC, str(exc)) from None
+            except AccessChanging as exc:
+                raise Refused(UNAVAILABLE, str(exc)) from None
             except TooManyTopics as exc:
                 raise Refused(TOO_MANY_TOPICS, str(exc)) from None
+            if conn.closed or self.hub.get(conn.id) is not conn:
+                # Ended while it was checked: subscribing it now would host topics for nobody.
+                raise Refused(UNKNOWN_CONNECTION, "the stream ended: open /realtime/connect again")
             added = [topic for topic in topics if topic not in conn.topics]
             # Only new topics resume: one already subscribed is receiving its events live.
             resuming = {topic: since[topic] for topic in added if topic in since}
@@ -366,11 +384,18 @@ class Worker:
             await self.registry.async_topics(emptied)
         return {"topics": sorted(conn.topics), "positions": {}, "recovered": [], "gaps": []}
 
-    async def _acheck_read(self, topics: list[str], member_id: int | None) -> None:
-        """The read check, done again if a revocation of these topics for this member arrived meanwhile; raises
-        ForbiddenTopic. What follows it (the hub's subscribe) runs without an await in between: a revocation
-        that arrives after this returns finds the topics subscribed and takes them."""
+    def revocation_mark(self) -> int:
+        """Where this worker's topic revocations stand: pass it to `aattach` for a read check made after it."""
+        return self._topic_revocation_count
+
+    async def _acheck_read(self, topics: list[str], member_id: int | None, mark: int | None = None) -> None:
+        """The read check, done again if a revocation of these topics for this member arrived meanwhile (or since
+        `mark`, for a check already made); raises ForbiddenTopic, or AccessChanging after READ_CHECK_TRIES. What
+        follows it (the hub's subscribe) must run without an await in between: a revocation that arrives after
+        this returns finds the topics subscribed and takes them."""
         wanted = frozenset(topics)
+        if mark is not None and not self._revoked_since(mark, member_id, wanted):
+            return
         for _ in range(READ_CHECK_TRIES):
             before = self._topic_revocation_count
             await policies.acheck_read(topics, member_id, conf.get("OPEN_NAMESPACES"))
@@ -380,7 +405,7 @@ class Worker:
         logger.warning(
             "worker %s: member %s's read check of %s overtaken by revocations; refused", self.channel, member_id, topics
         )
-        raise ForbiddenTopic("this stream's access to these topics kept changing while it was checked: retry")
+        raise AccessChanging("this stream's access to these topics kept changing while it was checked: retry")
 
     def _revoked_since(self, count: int, member_id: int | None, topics: frozenset[str]) -> bool:
         if self._topic_revocation_count == count:
