@@ -26,6 +26,9 @@ STREAM_HEADERS = [
     (b"cache-control", b"no-cache, no-store"),
     (b"x-accel-buffering", b"no"),
     (b"x-content-type-options", b"nosniff"),
+    # A stream the server ends (reset, closing, revoked) is reconnected anew: its connection goes with it rather
+    # than idling for the server's keep-alive timeout (uvicorn's is 75 s behind nginx, deploy/systemd).
+    (b"connection", b"close"),
 ]
 
 

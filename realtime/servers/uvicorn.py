@@ -107,7 +107,7 @@ class UvicornWriter(Backlog):
         if abort_after_secs is not None:
             # A reader that never reads again would otherwise keep this socket's buffer, and the end's task that
             # waits for the drain, forever (a graceful close, uvicorn's keep-alive timeout included, waits for the
-            # buffer to drain). One that has read to the end is left to uvicorn's keep-alive timeout.
+            # buffer to drain). One that has read to the end is closed by uvicorn (the stream's `connection: close`).
             cycle, transport = self.cycle, self.transport
             loop.call_later(abort_after_secs, _abort_if_stalled, cycle, transport)
 
