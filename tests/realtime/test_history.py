@@ -335,3 +335,19 @@ async def test_a_stream_resumed_just_after_a_failover_gets_a_gap_then_the_new_ep
         assert body.index(b"event: gap") < body.index(b'"n1"') < body.index(b'"n2"') < body.index(b'"n3"')
     finally:
         await worker.astop()
+
+
+async def test_positions_from_before_servers_were_recorded_are_taken_over(redis_url: str) -> None:
+    """An upgrade: meta hashes without a server keep their epoch and offsets (no gap for every live topic)."""
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"hist{next(_prefixes)}", group_expiry=60)
+    dispatcher = Dispatcher(layer, settings=_settings())
+    await _publish(dispatcher, "h.u", "a", "b")
+    meta, _ = history.redis_keys(layer.prefix, "h.u")
+    await layer.connection(0).hdel(meta, "server")  # as the previous version wrote it
+    before = (await dispatcher.aread_history({"h.u": Position(NO_EPOCH, 0)}))["h.u"].head
+    assert before.offset == 2
+    await _publish(dispatcher, "h.u", "c")
+    replay = (await dispatcher.aread_history({"h.u": before}))["h.u"]
+    assert replay.recovered
+    assert replay.head == Position(before.epoch, 3)
+    assert [_data(frame) for frame in replay.frames] == ["c"]
