@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.topics      # 100,000 streams, 10,000 topics (10 viewers each), 6 workers, 500..4,000/s
     .venv/bin/python -m bench.topics --lean-client   # the client keeps per event only its count, first/last receipt
     .venv/bin/python -m bench.topics --worker-env REALTIME_LEASE_SECS=1200   # no lease renewal during the steps
+    .venv/bin/python -m bench.topics --server uvicorn   # the same app under uvicorn (uvloop, httptools)
 
 Its own redis-server and W workers (bench/harness.py). Stream i goes to worker i mod W (harness.spread) and reads
 one topic `bench.topic.<t>`: the N/T viewers of each topic are a fixed random draw (seed --seed) over the streams,
@@ -79,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--connect-concurrency", type=int, default=100, help="streams being opened at once")
     add("--connect-timeout", type=float, default=30.0, help="per stream, until 'connected'")
     add("--settle", type=float, default=2.0, help="seconds after connecting before publishing")
-    h.add_common_options(parser, "topics-w<W>-c<N>-t<T>", 900.0)
+    add("--server", choices=h.SERVERS, default="daphne", help="the workers run under (default daphne)")
+    h.add_common_options(parser, "topics[-uvicorn]-w<W>-c<N>-t<T>", 900.0)
     args = parser.parse_args(argv)
     try:
         args.rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
@@ -93,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--worker-env takes NAME=VALUE")
     args.publish_concurrency = args.publish_concurrency or 4 * args.workers
     h.streams_and_sources(parser, args, args.connections, args.workers)
-    args.name = args.name or f"topics-w{args.workers}-c{args.connections}-t{args.topics}"
+    server = "" if args.server == "daphne" else f"-{args.server}"
+    args.name = args.name or f"topics{server}-w{args.workers}-c{args.connections}-t{args.topics}"
     return args
 
 
