@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from realtime.http import Send
-from realtime.hub import Payload, body
+from realtime.hub import Payload
 from realtime.servers.backlog import Backlog
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ _TRANSPORT_ATTRIBUTES = (
     "write",
     "abortConnection",
 )
-_END = {"type": "http.response.body", "body": b"", "more_body": False}
 _warned = False
 
 
@@ -69,8 +68,6 @@ class DaphneWriter(Backlog):
     kind = "daphne-direct"
     # One per open stream: slots, and no backlog deque until the socket first stops draining.
     __slots__ = (
-        "ended",
-        "ending",
         "paused",
         "request",
         "send",
@@ -85,8 +82,6 @@ class DaphneWriter(Backlog):
         self.socket = transport.socket
         super().__init__(max_pending)
         self.paused = False
-        self.ending = False
-        self.ended: asyncio.Task[None] | None = None
 
     # -- Twisted's IPushProducer interface (called from the reactor, which runs on the asyncio loop) -------
 
@@ -117,13 +112,9 @@ class DaphneWriter(Backlog):
         return self._write(payload.framed)
 
     def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:
-        if self.ending:
-            return
-        self.ending = True
-        self.pending = None
-        self.pending_frames = 0
         # Daphne's own send path ends the chunked response (and never blocks: it has no backpressure).
-        self.ended = asyncio.get_running_loop().create_task(self._aend(final))
+        if not self._end_response(self.send, final):
+            return
         if abort_after_secs is not None:
             # A reader that never reads again would otherwise keep Twisted's buffer for this socket forever
             # (HTTP/1.1 keeps the connection open).
@@ -131,19 +122,6 @@ class DaphneWriter(Backlog):
             asyncio.get_running_loop().call_later(
                 abort_after_secs, lambda: None if transport.disconnected else transport.abortConnection()
             )
-
-    async def aended(self) -> None:
-        if self.ended is not None:
-            await asyncio.shield(self.ended)
-
-    async def _aend(self, final: bytes) -> None:
-        try:
-            if final:
-                await self.send(body(final))
-            await self.send(_END)
-        except Exception:
-            # The response was already finished by a disconnect: nothing is left to end.
-            logger.debug("ending a stream that was already gone", exc_info=True)
 
     def _write(self, framed: bytes) -> bool:
         request, transport = self.request, self.transport

@@ -25,7 +25,7 @@ import logging
 from typing import Any
 
 from realtime.http import Send
-from realtime.hub import Payload, body
+from realtime.hub import Payload
 from realtime.servers.backlog import Backlog
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 _CYCLE_ATTRIBUTES = ("transport", "flow", "chunked_encoding", "response_complete", "disconnected", "scope")
 _FLOW_ATTRIBUTES = ("write_paused", "drain")
 _TRANSPORT_ATTRIBUTES = ("write", "abort", "is_closing", "get_write_buffer_size")
-_END = {"type": "http.response.body", "body": b"", "more_body": False}
 _warned = False
 
 
@@ -56,22 +55,13 @@ class UvicornWriter(Backlog):
 
     kind = "uvicorn-direct"
     # One per open stream: slots, and no backlog deque or task until the socket first stops draining.
-    __slots__ = (
-        "cycle",
-        "ended",
-        "ending",
-        "flow",
-        "resuming",
-        "transport",
-    )
+    __slots__ = ("cycle", "flow", "resuming", "transport")
 
     def __init__(self, cycle: Any, *, max_pending: int) -> None:
         self.cycle = cycle
         self.transport = cycle.transport
         self.flow = cycle.flow
         super().__init__(max_pending)
-        self.ending = False
-        self.ended: asyncio.Task[None] | None = None
         self.resuming: asyncio.Task[None] | None = None
 
     # -- StreamWriter -------------------------------------------------------------------------------------
@@ -93,27 +83,18 @@ class UvicornWriter(Backlog):
         return True
 
     def end(self, final: bytes = b"", *, abort_after_secs: float | None = None) -> None:
-        if self.ending:
+        # uvicorn's own send ends the chunked response: it waits for the drain if writing is paused.
+        if not self._end_response(self.cycle.send, final):
             return
-        self.ending = True
-        self.pending = None
-        self.pending_frames = 0
         if self.resuming is not None:
             self.resuming.cancel()
             self.resuming = None
-        loop = asyncio.get_running_loop()
-        # uvicorn's own send ends the chunked response: it waits for the drain if writing is paused.
-        self.ended = loop.create_task(self._aend(final))
         if abort_after_secs is not None:
             # A reader that never reads again would otherwise keep this socket's buffer, and the end's task that
             # waits for the drain, forever (a graceful close, uvicorn's keep-alive timeout included, waits for the
             # buffer to drain). One that has read to the end is closed by uvicorn (the stream's `connection: close`).
             cycle, transport = self.cycle, self.transport
-            loop.call_later(abort_after_secs, _abort_if_stalled, cycle, transport)
-
-    async def aended(self) -> None:
-        if self.ended is not None:
-            await asyncio.shield(self.ended)
+            asyncio.get_running_loop().call_later(abort_after_secs, _abort_if_stalled, cycle, transport)
 
     # -- the write path -----------------------------------------------------------------------------------
 
@@ -142,16 +123,6 @@ class UvicornWriter(Backlog):
         finally:
             if not self.ending:
                 self.resuming = None
-
-    async def _aend(self, final: bytes) -> None:
-        send = self.cycle.send
-        try:
-            if final:
-                await send(body(final))
-            await send(_END)
-        except Exception:
-            # The response was already finished (or the connection lost): nothing is left to end.
-            logger.debug("ending a stream that was already gone", exc_info=True)
 
 
 def _abort_if_stalled(cycle: Any, transport: Any) -> None:
