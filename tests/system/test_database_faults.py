@@ -18,19 +18,13 @@ import httpx
 import psycopg
 import pytest
 
-from tests.system.harness import SSEClient, base_env, free_port, run_django, streams
+from tests.system.conftest import USERS_SCRIPT
+from tests.system.harness import SSEClient, base_env, eventually, free_port, run_django, streams
 from tests.system.test_likes_e2e import VIDEOS_SCRIPT
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-USERS_SCRIPT = """
-import json
-from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
-users = [User.objects.create_user(name, password="pw-" + name, is_staff=name == "admin") for name in ("admin", "alice")]
-print(json.dumps({user.username: Token.objects.create(user=user).key for user in users}))
-"""
 
 
 class CuttableProxy:
@@ -108,7 +102,7 @@ def _stored(database: str, video_id: int) -> tuple[int, int]:
 async def test_postgresql_cut_and_restored_under_like_traffic(database, proxy, start_worker, tmp_path):
     direct = base_env(tmp_path, DATABASE_URL=f"{PG_SERVER}/{database}")
     run_django(direct, "from django.core.management import call_command; call_command('migrate', verbosity=0)")
-    tokens = json.loads(run_django(direct, USERS_SCRIPT))
+    tokens = {name: member["token"] for name, member in json.loads(run_django(direct, USERS_SCRIPT)).items()}
     (video_id,) = json.loads(run_django(direct, VIDEOS_SCRIPT % 1))
     worker = start_worker(name="pg-fault", DATABASE_URL=f"postgres://postgres@127.0.0.1:{proxy.port}/{database}")
     topic = f"video.{video_id}.likes"
@@ -130,10 +124,10 @@ async def test_postgresql_cut_and_restored_under_like_traffic(database, proxy, s
         return response
 
     async def until(status: int, api: httpx.AsyncClient, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while (await like(api)).status_code != status:
-            assert time.monotonic() < deadline, f"no {status} within {timeout} s: {statuses[-10:]}"
-            await asyncio.sleep(0.05)
+        async def answered() -> bool:
+            return (await like(api)).status_code == status
+
+        await eventually(answered, timeout=timeout, interval=0.05)
 
     async with (
         streams(SSEClient(worker.url, topics=[topic])) as (viewer,),

@@ -41,6 +41,13 @@ BODY_PATHS = [
 ]
 
 
+def _post_head(port: int, path: str, content_type: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 @pytest.fixture(params=SERVERS)
 def worker(request, start_worker):
     return start_worker(server=request.param, REALTIME_REQUEST_DEADLINE_SECS="2")
@@ -54,10 +61,7 @@ def daphne_worker(start_worker):
 
 @pytest.mark.parametrize(("path", "content_type"), BODY_PATHS)
 async def test_a_declared_oversize_body_is_refused_before_it_is_sent(worker, path, content_type):
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: 600000000\r\n\r\n"
-    ).encode()
+    head = _post_head(worker.port, path, content_type, 600_000_000)
     started = time.monotonic()
     status, body = _answer(await asyncio.to_thread(_raw, worker.port, head))
     assert status == 413
@@ -123,10 +127,7 @@ async def test_a_trickling_request_is_cut_off_at_the_deadline(daphne_worker):
 
 @pytest.mark.parametrize(("path", "content_type"), BODY_PATHS)
 async def test_a_trickling_body_is_cut_off_at_the_deadline(worker, path, content_type):
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: 100\r\n\r\n"
-    ).encode()
+    head = _post_head(worker.port, path, content_type, 100)
     started = time.monotonic()
     status, body = _answer(await asyncio.to_thread(_trickle, worker.port, head))
     assert status == 408
